@@ -6,15 +6,21 @@
 #ifndef YUN_COMMON_EVENT_LOOP_H
 #define YUN_COMMON_EVENT_LOOP_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 typedef void (*event_cb)(void *opaque, uint32_t events);
 
+struct event_reg;
+
 struct event_loop {
 	int epfd;
 	int wakefd; /* eventfd that makes event_loop_run return */
 	volatile bool stop;
+	pthread_mutex_t lock;	     /* guards the two lists */
+	struct event_reg *regs;	     /* registrations, so that removal can free them */
+	struct event_reg *graveyard; /* removed during a dispatch batch, freed after it */
 };
 
 int event_loop_init(struct event_loop *l);

@@ -24,7 +24,7 @@ struct log_ratelimit {
 	unsigned suppressed;
 };
 void log_ratelimited(struct log_ratelimit *rl, enum log_level level, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...)  log_msg(LOG_WARN, __VA_ARGS__)
@@ -32,10 +32,10 @@ void log_ratelimited(struct log_ratelimit *rl, enum log_level level, const char 
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
 
 /* A guest's mistake: rate-limited per call site. */
-#define log_guest_error(...)                                                                       \
-	do {                                                                                       \
-		static struct log_ratelimit rl_;                                                   \
-		log_ratelimited(&rl_, LOG_WARN, __VA_ARGS__);                                      \
+#define log_guest_error(...)                                  \
+	do {                                                  \
+		static struct log_ratelimit rl_;              \
+		log_ratelimited(&rl_, LOG_WARN, __VA_ARGS__); \
 	} while (0)
 
 #endif
