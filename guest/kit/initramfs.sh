@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# A busybox initramfs for Linux guests, cached outside the repository; prints its path.
+# Its /init mounts the usual file systems, loads the virtio modules of the kernel it is built
+# for (Debian's cloud kernel has them as modules), prints "yun-guest: userspace up" on the
+# console (the boot-time marker), then runs a shell on the console and powers off when it
+# exits. With `yun.run=CMD` on the kernel command line it runs CMD instead of the shell.
+#
+#   guest/kit/initramfs.sh MODULES_DIR
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+CACHE=${YUN_CACHE:-/var/cache/yun}
+moddir=$1
+MODULES="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk
+	 virtio_net virtio-rng virtio_console failover net_failover"
+
+bb=$("$here/fetch.sh" busybox-static)/bin/busybox
+key=$( (sha256sum "$bb" "$0"; readlink -f "$moddir"; echo "$MODULES") | sha256sum | cut -c1-16)
+out=$CACHE/initramfs/initramfs-$key.cpio.gz
+if [ ! -f "$out" ]; then
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' EXIT
+	mkdir -p "$tmp"/{bin,dev,proc,sys,tmp,mnt,lib/modules,etc}
+	cp "$bb" "$tmp/bin/busybox"
+	: >"$tmp/etc/modules"
+	for m in $MODULES; do
+		f=$(find -L "$moddir/kernel" -name "$m.ko" -o -name "$(echo "$m" | tr - _).ko" | head -n1)
+		[ -n "$f" ] || continue
+		cp "$f" "$tmp/lib/modules/"
+		basename "$f" .ko >>"$tmp/etc/modules"
+	done
+	cat >"$tmp/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in $(cat /etc/modules); do insmod /lib/modules/$m.ko 2>/dev/null; done
+echo "yun-guest: userspace up"
+cmd=$(sed -n 's/.*yun\.run=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
+if [ -n "$cmd" ]; then
+	sh -c "$cmd"
+	echo "yun-guest: command exited with status $?"
+else
+	echo "yun-guest: shell on the console; 'exit' powers off"
+	setsid cttyhack sh
+fi
+poweroff -f
+INIT
+	chmod +x "$tmp/init"
+	mkdir -p "$(dirname "$out")"
+	(cd "$tmp" && find . | cpio -o -H newc --quiet | gzip -9) >"$out.tmp"
+	mv "$out.tmp" "$out"
+fi
+echo "$out"
