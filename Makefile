@@ -88,7 +88,7 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJ)
 -include guest/test/guest.mk
 
 check: all fuzz
-	tests/run
+	tests/run $(SUITES)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -29,7 +29,7 @@ struct guest_mem {
 	struct gm_region regions[GM_MAX_REGIONS];
 	unsigned nr_regions;
 	uint64_t ram_size; /* total RAM, all regions */
-	int memfd;         /* -1 when the regions are not memfd-backed (unit tests) */
+	int memfd;	   /* -1 when the regions are not memfd-backed (unit tests) */
 };
 
 /* Lay out ram_size bytes of RAM per layout.h, backed by a new memfd, mapped shared. */
@@ -53,7 +53,7 @@ struct gm_paging {
 
 /* Access type, with the bit values of the #PF error code (Intel SDM vol. 3 §4.7). */
 #define GM_ACCESS_WRITE 0x02u
-#define GM_ACCESS_USER  0x04u
+#define GM_ACCESS_USER	0x04u
 #define GM_ACCESS_FETCH 0x10u
 
 /* #PF error code bits. */
@@ -64,22 +64,22 @@ struct gm_paging {
 #define GM_PF_FETCH   0x10u
 
 struct gm_walk_step {
-	unsigned level;     /* 5..1 in long mode: PML5, PML4, PDPT, PD, PT */
+	unsigned level;	    /* 5..1 in long mode: PML5, PML4, PDPT, PD, PT */
 	uint64_t entry_gpa; /* where the entry was read */
-	uint64_t entry;     /* its value */
+	uint64_t entry;	    /* its value */
 };
 
 enum gm_walk_result {
 	GM_WALK_OK = 0,
-	GM_WALK_PAGE_FAULT,   /* the guest would take #PF: see error_code */
-	GM_WALK_BAD_TABLE,    /* a table lies outside guest RAM (hardware would read MMIO) */
-	GM_WALK_NOT_IN_RAM,   /* translated, but the gpa is not RAM */
+	GM_WALK_PAGE_FAULT, /* the guest would take #PF: see error_code */
+	GM_WALK_BAD_TABLE,  /* a table lies outside guest RAM (hardware would read MMIO) */
+	GM_WALK_NOT_IN_RAM, /* translated, but the gpa is not RAM */
 };
 
 struct gm_translation {
 	uint64_t gva;
 	uint64_t gpa;
-	void *hva;          /* NULL unless the gpa is in RAM */
+	void *hva;	    /* NULL unless the gpa is in RAM */
 	uint64_t page_size; /* 4 KiB, 2 MiB or 1 GiB; 0 when paging is off */
 	unsigned nr_steps;
 	struct gm_walk_step steps[5];

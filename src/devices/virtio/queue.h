@@ -29,7 +29,7 @@
 #define VIRTQ_DESC_F_INDIRECT 4
 /* §2.7.6, §2.7.8 */
 #define VIRTQ_AVAIL_F_NO_INTERRUPT 1
-#define VIRTQ_USED_F_NO_NOTIFY     1
+#define VIRTQ_USED_F_NO_NOTIFY	   1
 
 struct virtq_desc {
 	uint64_t addr;
@@ -57,9 +57,9 @@ struct virtq_used {
 
 struct virtq {
 	/* Written by the driver through the transport, before DRIVER_OK. */
-	uint16_t size;        /* a power of 2, at most max_size (§2.7: split queues) */
+	uint16_t size; /* a power of 2, at most max_size (§2.7: split queues) */
 	uint16_t max_size;
-	bool enabled;         /* queue_enable */
+	bool enabled; /* queue_enable */
 	uint64_t desc_gpa;
 	uint64_t avail_gpa;
 	uint64_t used_gpa;
@@ -67,8 +67,8 @@ struct virtq {
 
 	/* Set by virtq_activate(). */
 	bool ready;
-	bool event_idx;    /* VIRTIO_F_EVENT_IDX negotiated */
-	bool indirect;     /* VIRTIO_F_INDIRECT_DESC negotiated */
+	bool event_idx; /* VIRTIO_F_EVENT_IDX negotiated */
+	bool indirect;	/* VIRTIO_F_INDIRECT_DESC negotiated */
 	const struct guest_mem *mem;
 	volatile struct virtq_desc *desc;
 	volatile struct virtq_avail *avail;
@@ -117,8 +117,7 @@ uint64_t virtq_avail_bytes(uint16_t size);
 uint64_t virtq_used_bytes(uint16_t size);
 
 /* Copy helpers over iovecs: they stop at the end of the iovec and return bytes copied. */
-uint64_t iov_to_buf(const struct iovec *iov, unsigned nr, uint64_t offset, void *buf,
-		    uint64_t len);
+uint64_t iov_to_buf(const struct iovec *iov, unsigned nr, uint64_t offset, void *buf, uint64_t len);
 uint64_t iov_from_buf(const struct iovec *iov, unsigned nr, uint64_t offset, const void *buf,
 		      uint64_t len);
 

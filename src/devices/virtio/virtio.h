@@ -16,30 +16,30 @@
 #include "vmm/memory.h"
 
 /* virtio 1.2 §2.1 device status */
-#define VIRTIO_STATUS_ACKNOWLEDGE        1
-#define VIRTIO_STATUS_DRIVER             2
-#define VIRTIO_STATUS_DRIVER_OK          4
-#define VIRTIO_STATUS_FEATURES_OK        8
+#define VIRTIO_STATUS_ACKNOWLEDGE	 1
+#define VIRTIO_STATUS_DRIVER		 2
+#define VIRTIO_STATUS_DRIVER_OK		 4
+#define VIRTIO_STATUS_FEATURES_OK	 8
 #define VIRTIO_STATUS_DEVICE_NEEDS_RESET 64
-#define VIRTIO_STATUS_FAILED             128
+#define VIRTIO_STATUS_FAILED		 128
 
 /* §6 reserved feature bits */
-#define VIRTIO_F_INDIRECT_DESC    28
-#define VIRTIO_F_EVENT_IDX        29
-#define VIRTIO_F_VERSION_1        32
-#define VIRTIO_F_ACCESS_PLATFORM  33
-#define VIRTIO_F_RING_PACKED      34
-#define VIRTIO_F_IN_ORDER         35
-#define VIRTIO_F_ORDER_PLATFORM   36
-#define VIRTIO_F_SR_IOV           37
+#define VIRTIO_F_INDIRECT_DESC	   28
+#define VIRTIO_F_EVENT_IDX	   29
+#define VIRTIO_F_VERSION_1	   32
+#define VIRTIO_F_ACCESS_PLATFORM   33
+#define VIRTIO_F_RING_PACKED	   34
+#define VIRTIO_F_IN_ORDER	   35
+#define VIRTIO_F_ORDER_PLATFORM	   36
+#define VIRTIO_F_SR_IOV		   37
 #define VIRTIO_F_NOTIFICATION_DATA 38
 
 /* §5 device IDs */
-#define VIRTIO_ID_NET     1
-#define VIRTIO_ID_BLOCK   2
+#define VIRTIO_ID_NET	  1
+#define VIRTIO_ID_BLOCK	  2
 #define VIRTIO_ID_CONSOLE 3
-#define VIRTIO_ID_RNG     4
-#define VIRTIO_ID_VSOCK   19
+#define VIRTIO_ID_RNG	  4
+#define VIRTIO_ID_VSOCK	  19
 
 #define VIRTIO_MAX_QUEUES 16
 
@@ -69,7 +69,7 @@ struct virtio_transport_ops {
 
 struct virtio_dev {
 	const struct virtio_dev_ops *ops;
-	void *priv; /* the device's own state */
+	void *priv;	/* the device's own state */
 	const char *id; /* "disk0": names the device in messages */
 	const struct guest_mem *mem;
 
@@ -109,6 +109,6 @@ void virtio_queue_notify_driver(struct virtio_dev *d, unsigned q);
  * stop serving, raise a configuration interrupt. The VMM goes on.
  */
 void virtio_dev_error(struct virtio_dev *d, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 #endif

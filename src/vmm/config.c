@@ -1,0 +1,312 @@
+// SPDX-License-Identifier: MIT
+#include "vmm/config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "vmm/boot/boot.h"
+
+#ifndef YUN_VERSION
+#define YUN_VERSION "0.1.0"
+#endif
+
+void vm_config_defaults(struct vm_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->mem_mib = 128;
+	cfg->cpus = 1;
+	cfg->console = CONSOLE_STDIO;
+}
+
+void vm_config_usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: yun-vmm --kernel PATH [options]\n"
+		"\n"
+		"Runs one virtual machine on /dev/kvm until the guest powers off.\n"
+		"\n"
+		"  --kernel PATH          bzImage (64-bit boot protocol) or ELF with a PVH note\n"
+		"  --initrd PATH          initial ramdisk\n"
+		"  --cmdline STR          kernel command line (default: \"%s\")\n"
+		"  --memory MiB           guest RAM, a multiple of 2 (default 128)\n"
+		"  --cpus N               vCPUs, 1..%d and no more than KVM allows (default 1)\n"
+		"  --disk path=FILE[,readonly=on][,serial=ID]\n"
+		"                         a virtio-blk disk on a raw image whose size is a\n"
+		"                         multiple of 512 bytes; repeat for more (at most %d)\n"
+		"  --console stdio|file=PATH|none\n"
+		"                         where the serial console (COM1) goes (default stdio;\n"
+		"                         on a terminal: raw mode, Ctrl-A x quits)\n"
+		"  --no-reboot            exit instead of resetting when the guest reboots\n"
+		"  -v, --verbose          log more\n"
+		"  -h, --help             this text\n"
+		"  --version              the version\n"
+		"\n"
+		"Exit status: 0 guest powered off; 1 bad configuration or set-up failure;\n"
+		"2 guest rebooted with --no-reboot; 3 guest crashed (triple fault, or an\n"
+		"instruction KVM could not run); 4 VMM or KVM error while running;\n"
+		"128+N stopped by signal N.\n",
+		VM_DEFAULT_CMDLINE, VM_MAX_CPUS, VM_MAX_DISKS);
+}
+
+/* A whole decimal number in [min, max], or -EINVAL. */
+static int parse_uint(const char *s, unsigned long long min, unsigned long long max,
+		      unsigned long long *out)
+{
+	char *end;
+	unsigned long long v;
+
+	if (!*s || *s == '-' || *s == '+')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end || v < min || v > max)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+/* --disk path=FILE[,readonly=on|off][,serial=ID] */
+static int parse_disk(struct vm_config *cfg, char *arg)
+{
+	struct blk_config *d;
+	char *save = NULL;
+
+	if (cfg->nr_disks == VM_MAX_DISKS) {
+		fprintf(stderr, "yun-vmm: --disk: at most %d disks\n", VM_MAX_DISKS);
+		return -EINVAL;
+	}
+	d = &cfg->disks[cfg->nr_disks];
+	memset(d, 0, sizeof(*d));
+	for (char *kv = strtok_r(arg, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+		char *val = strchr(kv, '=');
+
+		if (!val) {
+			fprintf(stderr, "yun-vmm: --disk: '%s' is not key=value\n", kv);
+			return -EINVAL;
+		}
+		*val++ = '\0';
+		if (!strcmp(kv, "path")) {
+			d->path = val;
+		} else if (!strcmp(kv, "readonly")) {
+			if (!strcmp(val, "on"))
+				d->readonly = true;
+			else if (!strcmp(val, "off"))
+				d->readonly = false;
+			else {
+				fprintf(stderr, "yun-vmm: --disk: readonly=%s: use on or off\n",
+					val);
+				return -EINVAL;
+			}
+		} else if (!strcmp(kv, "serial")) {
+			if (strlen(val) > 20) {
+				fprintf(stderr, "yun-vmm: --disk: serial '%s' is over 20 bytes\n",
+					val);
+				return -EINVAL;
+			}
+			snprintf(d->serial, sizeof(d->serial), "%s", val);
+		} else {
+			fprintf(stderr, "yun-vmm: --disk: unknown key '%s'\n", kv);
+			return -EINVAL;
+		}
+	}
+	if (!d->path || !*d->path) {
+		fprintf(stderr, "yun-vmm: --disk: path=FILE is required\n");
+		return -EINVAL;
+	}
+	if (!d->serial[0])
+		snprintf(d->serial, sizeof(d->serial), "yun-disk%u", cfg->nr_disks);
+	cfg->nr_disks++;
+	return 0;
+}
+
+static int parse_console(struct vm_config *cfg, const char *arg)
+{
+	if (!strcmp(arg, "stdio")) {
+		cfg->console = CONSOLE_STDIO;
+	} else if (!strcmp(arg, "none")) {
+		cfg->console = CONSOLE_NONE;
+	} else if (!strncmp(arg, "file=", 5) && arg[5]) {
+		cfg->console = CONSOLE_FILE;
+		cfg->console_path = arg + 5;
+	} else {
+		fprintf(stderr, "yun-vmm: --console %s: use stdio, file=PATH or none\n", arg);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+enum {
+	OPT_KERNEL = 256,
+	OPT_INITRD,
+	OPT_CMDLINE,
+	OPT_MEMORY,
+	OPT_CPUS,
+	OPT_DISK,
+	OPT_CONSOLE,
+	OPT_NO_REBOOT,
+	OPT_VERSION
+};
+
+int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"kernel", required_argument, NULL, OPT_KERNEL},
+	    {"initrd", required_argument, NULL, OPT_INITRD},
+	    {"cmdline", required_argument, NULL, OPT_CMDLINE},
+	    {"memory", required_argument, NULL, OPT_MEMORY},
+	    {"cpus", required_argument, NULL, OPT_CPUS},
+	    {"disk", required_argument, NULL, OPT_DISK},
+	    {"console", required_argument, NULL, OPT_CONSOLE},
+	    {"no-reboot", no_argument, NULL, OPT_NO_REBOOT},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, OPT_VERSION},
+	    {NULL, 0, NULL, 0},
+	};
+	unsigned long long v;
+	int c;
+
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":vh", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_KERNEL:
+			cfg->kernel = optarg;
+			break;
+		case OPT_INITRD:
+			cfg->initrd = optarg;
+			break;
+		case OPT_CMDLINE:
+			cfg->cmdline = optarg;
+			break;
+		case OPT_MEMORY:
+			if (parse_uint(optarg, VM_MIN_MEM_MIB, VM_MAX_MEM_MIB, &v) || v % 2) {
+				fprintf(stderr,
+					"yun-vmm: --memory %s: want an even number of MiB from %d "
+					"to %d\n",
+					optarg, VM_MIN_MEM_MIB, VM_MAX_MEM_MIB);
+				return -EINVAL;
+			}
+			cfg->mem_mib = v;
+			break;
+		case OPT_CPUS:
+			if (parse_uint(optarg, 1, VM_MAX_CPUS, &v)) {
+				fprintf(stderr, "yun-vmm: --cpus %s: want a number from 1 to %d\n",
+					optarg, VM_MAX_CPUS);
+				return -EINVAL;
+			}
+			cfg->cpus = (unsigned)v;
+			break;
+		case OPT_DISK:
+			if (parse_disk(cfg, optarg))
+				return -EINVAL;
+			break;
+		case OPT_CONSOLE:
+			if (parse_console(cfg, optarg))
+				return -EINVAL;
+			break;
+		case OPT_NO_REBOOT:
+			cfg->no_reboot = true;
+			break;
+		case 'v':
+			cfg->verbose = true;
+			break;
+		case 'h':
+			vm_config_usage(stdout);
+			return 1;
+		case OPT_VERSION:
+			printf("yun-vmm %s\n", YUN_VERSION);
+			return 1;
+		case ':':
+			fprintf(stderr, "yun-vmm: %s needs a value\n", argv[optind - 1]);
+			return -EINVAL;
+		default:
+			fprintf(stderr, "yun-vmm: unknown option '%s' (see --help)\n",
+				argv[optind - 1]);
+			return -EINVAL;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "yun-vmm: unexpected argument '%s' (see --help)\n", argv[optind]);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* A readable regular file; `what` names it in the message. */
+static int check_file(const char *what, const char *path, bool writable)
+{
+	struct stat st;
+	int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+
+	if (fd < 0) {
+		fprintf(stderr, "yun-vmm: %s %s: %s\n", what, path, strerror(errno));
+		return -errno;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		fprintf(stderr, "yun-vmm: %s %s: not a regular file\n", what, path);
+		close(fd);
+		return -EINVAL;
+	}
+	close(fd);
+	return 0;
+}
+
+int vm_config_validate(const struct vm_config *cfg)
+{
+	if (!cfg->kernel) {
+		fprintf(stderr, "yun-vmm: --kernel PATH is required (see --help)\n");
+		return -EINVAL;
+	}
+	if (check_file("kernel", cfg->kernel, false))
+		return -EINVAL;
+	if (boot_check_kernel_file(cfg->kernel) == -ENOEXEC) {
+		fprintf(stderr, "yun-vmm: kernel %s: neither a bzImage nor an ELF file\n",
+			cfg->kernel);
+		return -EINVAL;
+	}
+	if (cfg->initrd && check_file("initrd", cfg->initrd, false))
+		return -EINVAL;
+	if (cfg->cpus < 1 || cfg->cpus > VM_MAX_CPUS) {
+		fprintf(stderr, "yun-vmm: %u vCPUs: want 1 to %d\n", cfg->cpus, VM_MAX_CPUS);
+		return -EINVAL;
+	}
+	if (cfg->mem_mib < VM_MIN_MEM_MIB || cfg->mem_mib > VM_MAX_MEM_MIB || cfg->mem_mib % 2) {
+		fprintf(stderr, "yun-vmm: %llu MiB of memory: want an even number from %d to %d\n",
+			(unsigned long long)cfg->mem_mib, VM_MIN_MEM_MIB, VM_MAX_MEM_MIB);
+		return -EINVAL;
+	}
+	for (unsigned i = 0; i < cfg->nr_disks; i++) {
+		const struct blk_config *d = &cfg->disks[i];
+		struct stat st;
+
+		if (check_file("disk", d->path, !d->readonly))
+			return -EINVAL;
+		if (stat(d->path, &st) == 0 && st.st_size % 512) {
+			fprintf(stderr, "yun-vmm: disk %s: size %lld is not a multiple of 512\n",
+				d->path, (long long)st.st_size);
+			return -EINVAL;
+		}
+		for (unsigned j = 0; j < i; j++) {
+			struct stat other;
+
+			if (stat(cfg->disks[j].path, &other) == 0 && other.st_dev == st.st_dev &&
+			    other.st_ino == st.st_ino) {
+				fprintf(stderr, "yun-vmm: disk %s is given twice\n", d->path);
+				return -EINVAL;
+			}
+		}
+	}
+	if (cfg->console == CONSOLE_FILE && !cfg->console_path) {
+		fprintf(stderr, "yun-vmm: --console file= needs a path\n");
+		return -EINVAL;
+	}
+	return 0;
+}

@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A VM's configuration, however it was given (command line now; a JSON file and the API
+ * later), and the one function that checks it: vm_config_validate().
+ */
+#ifndef YUN_VMM_CONFIG_H
+#define YUN_VMM_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "devices/virtio/blk.h"
+
+#define VM_MAX_DISKS   8
+#define VM_MAX_CPUS    255
+#define VM_MIN_MEM_MIB 8
+#define VM_MAX_MEM_MIB (1024 * 1024) /* 1 TiB */
+
+enum console_mode { CONSOLE_STDIO, CONSOLE_FILE, CONSOLE_NONE };
+
+struct vm_config {
+	const char *kernel;
+	const char *initrd;
+	const char *cmdline; /* NULL: the default command line */
+	uint64_t mem_mib;
+	unsigned cpus;
+	struct blk_config disks[VM_MAX_DISKS];
+	unsigned nr_disks;
+	enum console_mode console;
+	const char *console_path;
+	bool no_reboot;
+	bool verbose;
+};
+
+#define VM_DEFAULT_CMDLINE "console=ttyS0 reboot=k panic=1"
+
+void vm_config_defaults(struct vm_config *cfg);
+/*
+ * Parse the command line into cfg. Returns 0, 1 when --help or --version was printed (the
+ * caller exits 0), or -EINVAL after printing one line that says what is wrong.
+ */
+int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv);
+/* Check everything that can be checked before the VM exists; one clear line on error. */
+int vm_config_validate(const struct vm_config *cfg);
+void vm_config_usage(FILE *out);
+
+#endif

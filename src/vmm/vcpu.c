@@ -1,0 +1,432 @@
+// SPDX-License-Identifier: MIT
+#include "vmm/vcpu.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "vmm/layout.h"
+#include "vmm/vm.h"
+
+/* The signal that kicks a vCPU thread out of KVM_RUN; its handler does nothing. */
+#define SIG_VCPU_KICK SIGUSR1
+
+/* MSR numbers (Intel SDM vol. 4). */
+#define MSR_IA32_SYSENTER_CS  0x174
+#define MSR_IA32_SYSENTER_ESP 0x175
+#define MSR_IA32_SYSENTER_EIP 0x176
+#define MSR_IA32_MISC_ENABLE  0x1a0
+#define MSR_MTRR_DEF_TYPE     0x2ff
+#define MSR_STAR	      0xc0000081
+#define MSR_LSTAR	      0xc0000082
+#define MSR_CSTAR	      0xc0000083
+#define MSR_SYSCALL_MASK      0xc0000084
+#define MSR_KERNEL_GS_BASE    0xc0000102
+#define MSR_IA32_TSC	      0x10
+
+/* APIC register offsets and LVT delivery modes (SDM vol. 3A §10.5.1). */
+#define APIC_LVT0	 0x350
+#define APIC_LVT1	 0x360
+#define APIC_MODE_NMI	 0x4
+#define APIC_MODE_EXTINT 0x7
+
+static int set_msrs(struct vcpu *v)
+{
+	static const struct {
+		uint32_t index;
+		uint64_t data;
+	} init[] = {
+	    {MSR_IA32_SYSENTER_CS, 0},
+	    {MSR_IA32_SYSENTER_ESP, 0},
+	    {MSR_IA32_SYSENTER_EIP, 0},
+	    {MSR_STAR, 0},
+	    {MSR_CSTAR, 0},
+	    {MSR_KERNEL_GS_BASE, 0},
+	    {MSR_SYSCALL_MASK, 0},
+	    {MSR_LSTAR, 0},
+	    {MSR_IA32_TSC, 0},
+	    /* Fast strings, as firmware leaves it. */
+	    {MSR_IA32_MISC_ENABLE, 1},
+	    /* MTRRs enabled, default type write-back: no firmware will program them. */
+	    {MSR_MTRR_DEF_TYPE, (1u << 11) | 6},
+	};
+	const unsigned n = sizeof(init) / sizeof(init[0]);
+	struct kvm_msrs *msrs = calloc(1, sizeof(*msrs) + n * sizeof(msrs->entries[0]));
+	int ret;
+
+	if (!msrs)
+		return -ENOMEM;
+	msrs->nmsrs = n;
+	for (unsigned i = 0; i < n; i++) {
+		msrs->entries[i].index = init[i].index;
+		msrs->entries[i].data = init[i].data;
+	}
+	ret = ioctl(v->fd, KVM_SET_MSRS, msrs);
+	free(msrs);
+	if (ret < 0)
+		return -errno;
+	/* KVM_SET_MSRS returns how many it set; a short count names the first refused one. */
+	if ((unsigned)ret != n) {
+		log_error("vcpu%u: KVM refused MSR %#x", v->id, init[ret].index);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* LINT0 takes the 8259's ExtINT, LINT1 NMI, as firmware sets them (MP spec §5.1). */
+static int set_lapic(struct vcpu *v)
+{
+	struct kvm_lapic_state lapic;
+	uint32_t lvt;
+
+	if (ioctl(v->fd, KVM_GET_LAPIC, &lapic) < 0)
+		return -errno;
+	memcpy(&lvt, &lapic.regs[APIC_LVT0], 4);
+	lvt = (lvt & ~0x700u) | (APIC_MODE_EXTINT << 8);
+	memcpy(&lapic.regs[APIC_LVT0], &lvt, 4);
+	memcpy(&lvt, &lapic.regs[APIC_LVT1], 4);
+	lvt = (lvt & ~0x700u) | (APIC_MODE_NMI << 8);
+	memcpy(&lapic.regs[APIC_LVT1], &lvt, 4);
+	if (ioctl(v->fd, KVM_SET_LAPIC, &lapic) < 0)
+		return -errno;
+	return 0;
+}
+
+static int set_fpu(struct vcpu *v)
+{
+	struct kvm_fpu fpu = {
+	    .fcw = 0x37f,    /* x87 reset state (FNINIT) */
+	    .mxcsr = 0x1f80, /* SSE reset state */
+	};
+
+	return ioctl(v->fd, KVM_SET_FPU, &fpu) < 0 ? -errno : 0;
+}
+
+int vcpu_create(struct vm *vm, unsigned id, struct vcpu **out)
+{
+	struct vcpu *v = calloc(1, sizeof(*v));
+	int err;
+
+	if (!v)
+		return -ENOMEM;
+	v->vm = vm;
+	v->id = id;
+	v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)id);
+	if (v->fd < 0) {
+		err = -errno;
+		log_error("vcpu%u: KVM_CREATE_VCPU: %s", id, strerror(errno));
+		free(v);
+		return err;
+	}
+	v->run = mmap(NULL, vm->vcpu_mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
+	if (v->run == MAP_FAILED) {
+		err = -errno;
+		goto err_close;
+	}
+	err = cpuid_setup(vm->kvm_fd, v->fd, id, vm->nr_vcpus);
+	if (!err)
+		err = set_msrs(v);
+	if (!err)
+		err = set_lapic(v);
+	if (!err)
+		err = set_fpu(v);
+	if (err) {
+		log_error("vcpu%u: set-up failed: %s", id, strerror(-err));
+		munmap(v->run, vm->vcpu_mmap_size);
+		goto err_close;
+	}
+	*out = v;
+	return 0;
+
+err_close:
+	close(v->fd);
+	free(v);
+	return err;
+}
+
+void vcpu_destroy(struct vcpu *v)
+{
+	if (!v)
+		return;
+	munmap(v->run, v->vm->vcpu_mmap_size);
+	close(v->fd);
+	free(v);
+}
+
+static void set_segment(struct kvm_segment *s, uint16_t selector, uint8_t type, bool code64,
+			bool db)
+{
+	*s = (struct kvm_segment){
+	    .base = 0,
+	    .limit = 0xffffffff,
+	    .selector = selector,
+	    .type = type,
+	    .present = 1,
+	    .dpl = 0,
+	    .db = db,
+	    .s = 1,
+	    .l = code64,
+	    .g = 1,
+	};
+}
+
+/*
+ * PVH (xen/include/public/arch-x86/hvm/start_info.h, "Boot ABI"): 32-bit protected mode,
+ * paging off, flat 4 GiB code (read/execute) and data (read/write) segments, a 32-bit TSS,
+ * EBX = physical address of the start info, all other registers undefined but zero here.
+ */
+int vcpu_set_boot_pvh(struct vcpu *v, uint64_t entry, uint64_t start_info)
+{
+	struct kvm_sregs sregs;
+	struct kvm_regs regs = {
+	    .rip = entry,
+	    .rbx = start_info,
+	    .rflags = 0x2,
+	};
+
+	if (ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0)
+		return -errno;
+	set_segment(&sregs.cs, 0x10, 0xb, false, true); /* execute/read, accessed */
+	set_segment(&sregs.ds, 0x18, 0x3, false, true); /* read/write, accessed */
+	sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
+	sregs.tr = (struct kvm_segment){
+	    .limit = 0x67, .selector = 0x20, .type = 0xb, .present = 1, .s = 0};
+	sregs.cr0 = 0x11; /* PE, ET */
+	sregs.cr4 = 0;
+	sregs.efer = 0;
+	if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0)
+		return -errno;
+	if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0)
+		return -errno;
+	return 0;
+}
+
+/*
+ * Linux boot protocol, "64-bit Boot Protocol": long mode with paging on, the loaded kernel,
+ * zero page and command line identity-mapped, a GDT with __BOOT_CS (0x10) flat 64-bit code and
+ * __BOOT_DS (0x18) flat data, interrupts off, RSI = zero page.
+ */
+int vcpu_set_boot_linux64(struct vcpu *v, uint64_t entry, uint64_t zero_page, uint64_t pml4,
+			  uint64_t gdt)
+{
+	struct kvm_sregs sregs;
+	struct kvm_regs regs = {
+	    .rip = entry,
+	    .rsi = zero_page,
+	    .rflags = 0x2,
+	};
+
+	if (ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0)
+		return -errno;
+	set_segment(&sregs.cs, 0x10, 0xb, true, false);
+	set_segment(&sregs.ds, 0x18, 0x3, false, true);
+	sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
+	sregs.gdt.base = gdt;
+	sregs.gdt.limit = 4 * 8 - 1;
+	sregs.cr3 = pml4;
+	sregs.cr4 = 0x20;	/* PAE */
+	sregs.cr0 = 0x80000011; /* PG, ET, PE */
+	sregs.efer = 0x500;	/* LME, LMA */
+	if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0)
+		return -errno;
+	if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0)
+		return -errno;
+	return 0;
+}
+
+/* An exit the guest cannot survive: say where it happened and what the bytes there were. */
+static void report_crash(struct vcpu *v, const char *what)
+{
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+	struct gm_translation t;
+	char bytes[3 * 16 + 1] = "";
+
+	if (ioctl(v->fd, KVM_GET_REGS, &regs) < 0 || ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0) {
+		log_error("vcpu%u: %s (registers unreadable)", v->id, what);
+		return;
+	}
+	struct gm_paging p = {sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer};
+	uint64_t linear = regs.rip + ((sregs.efer & 0x400) ? 0 : sregs.cs.base);
+
+	if (gm_translate(&v->vm->mem, &p, linear, GM_ACCESS_FETCH, &t) == 0 &&
+	    t.result == GM_WALK_OK) {
+		for (unsigned i = 0; i < 16; i++) {
+			uint8_t b;
+
+			/* Bytes past the page may live elsewhere: read them through the walk too. */
+			struct gm_translation ti;
+
+			if (gm_translate(&v->vm->mem, &p, linear + i, GM_ACCESS_FETCH, &ti) ||
+			    ti.result != GM_WALK_OK)
+				break;
+			b = *(uint8_t *)ti.hva;
+			snprintf(bytes + 3 * i, sizeof(bytes) - 3 * i, " %02x", b);
+		}
+	}
+	log_error("vcpu%u: %s at rip %#llx (cs %#x, cr0 %#llx, efer %#llx); instruction bytes:%s",
+		  v->id, what, (unsigned long long)regs.rip, sregs.cs.selector,
+		  (unsigned long long)sregs.cr0, (unsigned long long)sregs.efer,
+		  bytes[0] ? bytes : " (unreadable)");
+}
+
+static void handle_io(struct vcpu *v)
+{
+	struct kvm_run *run = v->run;
+	uint8_t *data = (uint8_t *)run + run->io.data_offset;
+	bool write = run->io.direction == KVM_EXIT_IO_OUT;
+
+	/* String I/O arrives as `count` accesses in a row in the shared page. */
+	for (uint32_t i = 0; i < run->io.count; i++) {
+		io_bus_access(&v->vm->pio, run->io.port, data, run->io.size, write);
+		data += run->io.size;
+	}
+}
+
+static void handle_mmio(struct vcpu *v)
+{
+	struct kvm_run *run = v->run;
+
+	if (run->mmio.len == 0 || run->mmio.len > 8) {
+		memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
+		return;
+	}
+	io_bus_access(&v->vm->mmio, run->mmio.phys_addr, run->mmio.data, run->mmio.len,
+		      run->mmio.is_write);
+}
+
+static void handle_system_event(struct vcpu *v)
+{
+	switch (v->run->system_event.type) {
+	case KVM_SYSTEM_EVENT_SHUTDOWN:
+		vm_request_stop(v->vm, VM_EXIT_POWEROFF);
+		break;
+	case KVM_SYSTEM_EVENT_RESET:
+		vm_request_stop(v->vm, VM_EXIT_RESET);
+		break;
+	default:
+		log_error("vcpu%u: system event %u", v->id, v->run->system_event.type);
+		vm_request_stop(v->vm, VM_EXIT_CRASH);
+		break;
+	}
+}
+
+static void *vcpu_thread(void *arg)
+{
+	struct vcpu *v = arg;
+	struct kvm_run *run = v->run;
+	sigset_t set;
+
+	/* The kick signal is blocked everywhere but here, inside KVM_RUN's window. */
+	sigemptyset(&set);
+	sigaddset(&set, SIG_VCPU_KICK);
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+
+	while (vm_exit_reason(v->vm) == VM_RUNNING) {
+		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
+			if (errno == EINTR || errno == EAGAIN) {
+				run->immediate_exit = 0;
+				continue;
+			}
+			log_error("vcpu%u: KVM_RUN: %s", v->id, strerror(errno));
+			vm_request_stop(v->vm, VM_EXIT_ERROR);
+			break;
+		}
+		if (run->exit_reason < 64)
+			v->exits[run->exit_reason]++;
+		switch (run->exit_reason) {
+		case KVM_EXIT_IO:
+			handle_io(v);
+			break;
+		case KVM_EXIT_MMIO:
+			handle_mmio(v);
+			break;
+		case KVM_EXIT_INTR:
+			break;
+		case KVM_EXIT_HLT:
+			/* Only without an in-kernel LAPIC; a halted vCPU with interrupts off. */
+			log_error("vcpu%u: halted for good", v->id);
+			vm_request_stop(v->vm, VM_EXIT_CRASH);
+			break;
+		case KVM_EXIT_SHUTDOWN:
+			/* A triple fault: a PC resets, but it means the guest crashed. */
+			report_crash(v, "triple fault");
+			vm_request_stop(v->vm, VM_EXIT_CRASH);
+			break;
+		case KVM_EXIT_SYSTEM_EVENT:
+			handle_system_event(v);
+			break;
+		case KVM_EXIT_INTERNAL_ERROR:
+			report_crash(v, run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION
+					    ? "KVM could not emulate an instruction"
+					    : "KVM internal error");
+			vm_request_stop(v->vm, VM_EXIT_CRASH);
+			break;
+		case KVM_EXIT_FAIL_ENTRY:
+			log_error(
+			    "vcpu%u: VM entry failed, hardware reason %#llx", v->id,
+			    (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+			vm_request_stop(v->vm, VM_EXIT_ERROR);
+			break;
+		default:
+			log_error("vcpu%u: unexpected exit reason %u", v->id, run->exit_reason);
+			vm_request_stop(v->vm, VM_EXIT_ERROR);
+			break;
+		}
+	}
+	return NULL;
+}
+
+static void kick_handler(int sig)
+{
+	(void)sig;
+}
+
+static void install_kick_handler(void)
+{
+	struct sigaction sa = {.sa_handler = kick_handler};
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIG_VCPU_KICK, &sa, NULL);
+}
+
+int vcpu_start(struct vcpu *v)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	sigset_t set, old;
+	int err;
+
+	pthread_once(&once, install_kick_handler);
+	/* Threads inherit the mask: block the kick signal until the vCPU thread unblocks it. */
+	sigemptyset(&set);
+	sigaddset(&set, SIG_VCPU_KICK);
+	pthread_sigmask(SIG_BLOCK, &set, &old);
+	err = -pthread_create(&v->thread, NULL, vcpu_thread, v);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err)
+		return err;
+	v->started = true;
+	return 0;
+}
+
+void vcpu_kick(struct vcpu *v)
+{
+	if (!v->started)
+		return;
+	/* immediate_exit covers a kick that lands before the thread enters KVM_RUN. */
+	v->run->immediate_exit = 1;
+	pthread_kill(v->thread, SIG_VCPU_KICK);
+}
+
+void vcpu_join(struct vcpu *v)
+{
+	if (v->started) {
+		pthread_join(v->thread, NULL);
+		v->started = false;
+	}
+}

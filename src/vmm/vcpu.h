@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+/* One vCPU: its KVM file, its shared kvm_run page, its thread. */
+#ifndef YUN_VMM_VCPU_H
+#define YUN_VMM_VCPU_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct vm;
+
+struct vcpu {
+	struct vm *vm;
+	unsigned id; /* also its APIC ID */
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	bool started;
+	/* VM exits by reason, for metrics (KVM_EXIT_* below 64). */
+	uint64_t exits[64];
+};
+
+int vcpu_create(struct vm *vm, unsigned id, struct vcpu **out);
+void vcpu_destroy(struct vcpu *v);
+/* Start the thread that runs KVM_RUN until the VM stops. */
+int vcpu_start(struct vcpu *v);
+/* Make a running vCPU leave KVM_RUN so that it sees the VM stopping. */
+void vcpu_kick(struct vcpu *v);
+void vcpu_join(struct vcpu *v);
+
+/* The boot state the loaders ask for (the BSP only; APs wait for INIT-SIPI-SIPI). */
+int vcpu_set_boot_pvh(struct vcpu *v, uint64_t entry, uint64_t start_info);
+int vcpu_set_boot_linux64(struct vcpu *v, uint64_t entry, uint64_t zero_page, uint64_t pml4,
+			  uint64_t gdt);
+
+/* CPUID for vCPU `id` of `ncpus`, from what KVM supports (cpuid.c). */
+int cpuid_setup(int kvm_fd, int vcpu_fd, unsigned id, unsigned ncpus);
+
+#endif

@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One virtual machine: the KVM VM, its memory, its vCPUs, its buses and devices, and the
+ * reason it stopped. main() creates a vm from a checked vm_config, runs it, and destroys it;
+ * a guest reset is a new vm from the same config.
+ */
+#ifndef YUN_VMM_VM_H
+#define YUN_VMM_VM_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/event_loop.h"
+#include "devices/bus.h"
+#include "devices/irq.h"
+#include "vmm/config.h"
+#include "vmm/memory.h"
+
+struct vcpu;
+struct serial;
+struct i8042;
+struct rtc;
+struct acpi_pm;
+struct pci_bus;
+struct virtio_blk;
+struct virtio_pci;
+struct console;
+
+/* Why the VM stopped; the process's exit status follows from it (see main.c). */
+enum vm_exit {
+	VM_RUNNING = 0,
+	VM_EXIT_POWEROFF, /* the guest powered off (ACPI S5) */
+	VM_EXIT_RESET,	  /* the guest asked for a reset (i8042, ACPI reset register) */
+	VM_EXIT_CRASH,	  /* triple fault, or an instruction KVM could not run */
+	VM_EXIT_ERROR,	  /* the VMM or KVM failed */
+	VM_EXIT_SIGNAL,	  /* stopped from outside (SIGINT/SIGTERM, console escape) */
+};
+
+#define VM_MAX_GSI_ROUTES 1024
+
+struct vm {
+	const struct vm_config *cfg;
+	int kvm_fd;
+	int vm_fd;
+	int vcpu_mmap_size;
+	struct guest_mem mem;
+	uint64_t mmio64_base; /* start of the 64-bit PCI window, above RAM */
+
+	struct io_bus pio;
+	struct io_bus mmio;
+	struct event_loop loop;
+	bool loop_ready;
+	int signal_fd; /* SIGINT, SIGTERM, SIGHUP while running */
+	struct irq_host irq;
+
+	/* GSI routing: the default irqchip routes, then one route per MSI vector in use. */
+	pthread_mutex_t routes_lock;
+	struct kvm_irq_routing *routes;
+	uint32_t next_msi_gsi;
+
+	unsigned nr_vcpus;
+	struct vcpu **vcpus;
+
+	struct console *console;
+	struct serial *serial;
+	struct i8042 *i8042;
+	struct rtc *rtc;
+	struct acpi_pm *pm;
+	struct pci_bus *pci;
+	struct virtio_blk *blk[VM_MAX_DISKS];
+	struct virtio_pci *blk_pci[VM_MAX_DISKS];
+
+	/* Set once, by the first vm_request_stop(). */
+	pthread_mutex_t exit_lock;
+	enum vm_exit exit;
+	int signal; /* for VM_EXIT_SIGNAL */
+};
+
+/*
+ * Build the machine described by cfg (already validated), its console output going to
+ * `console`. Logs and returns -errno on failure.
+ */
+int vm_create(const struct vm_config *cfg, struct console *console, struct vm **out);
+/* Start the vCPUs and serve devices until the VM stops; returns why it stopped. */
+enum vm_exit vm_run(struct vm *vm);
+void vm_destroy(struct vm *vm);
+/* Stop the VM for this reason (first caller wins); callable from any thread or device. */
+void vm_request_stop(struct vm *vm, enum vm_exit why);
+enum vm_exit vm_exit_reason(struct vm *vm);
+
+#endif
