@@ -266,7 +266,7 @@ static void blk_reset(struct virtio_dev *d)
 static const struct virtio_dev_ops blk_ops = {
     .name = "virtio-blk",
     .device_id = VIRTIO_ID_BLOCK,
-    .pci_class = {0x01, 0x80, 0x00}, /* mass storage, other */
+    .pci_class = {0x01, 0x00, 0x00}, /* mass storage, SCSI: what QEMU and Linux expect */
     .config_read = blk_config_read,
     .config_write = blk_config_write,
     .activate = blk_activate,
