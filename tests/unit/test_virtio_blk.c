@@ -1,0 +1,398 @@
+// SPDX-License-Identifier: MIT
+/*
+ * virtio-blk on a real file, driven through its queue as a guest driver would: reads, writes,
+ * flush, GET_ID, read-only images, and every malformed request a hostile guest can send.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "devices/virtio/blk.h"
+#include "vmm/layout.h"
+#include "vring_driver.h"
+
+#define RAM_SIZE (1 * MiB)
+#define SECTORS	 64
+#define QSZ	 16
+
+#define T_IN	 0
+#define T_OUT	 1
+#define T_FLUSH	 4
+#define T_GET_ID 8
+#define S_OK	 0
+#define S_IOERR	 1
+#define S_UNSUPP 2
+
+/* Where a request's pieces live in guest RAM. */
+#define HDR_GPA	   (VD_DATA_GPA)
+#define DATA_GPA   (VD_DATA_GPA + 0x1000)
+#define STATUS_GPA (VD_DATA_GPA + 0x8000)
+
+struct fixture {
+	struct guest_mem m;
+	uint8_t *ram;
+	struct vring_driver vd;
+	char path[64];
+	int fd;
+	struct virtio_blk *blk;
+	struct virtio_dev *dev;
+};
+
+static void sector_pattern(uint8_t *buf, unsigned sector)
+{
+	for (unsigned i = 0; i < 512; i++)
+		buf[i] = (uint8_t)(sector * 7 + i);
+}
+
+static void open_device(struct fixture *f, bool readonly)
+{
+	struct blk_config cfg = {.path = f->path, .readonly = readonly, .serial = "unit-serial"};
+
+	assert_int_equal(virtio_blk_create(&cfg, "disk0", &f->m, &f->blk), 0);
+	f->dev = virtio_blk_dev(f->blk);
+	/* What the transport does at DRIVER_OK. */
+	f->dev->driver_features = 1ULL << VIRTIO_F_VERSION_1;
+	f->dev->status = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+			 VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK;
+	vd_init(&f->vd, f->ram, QSZ);
+	vd_setup_queue(&f->vd, &f->dev->vqs[0]);
+	assert_int_equal(virtq_activate(&f->dev->vqs[0], &f->m, f->dev->driver_features), 0);
+}
+
+static int setup_common(void **state, bool readonly)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	uint8_t sector[512];
+
+	f->ram = aligned_alloc(4096, RAM_SIZE);
+	memset(f->ram, 0, RAM_SIZE);
+	f->m.memfd = -1;
+	assert_int_equal(gm_add_region(&f->m, 0, RAM_SIZE, f->ram), 0);
+	snprintf(f->path, sizeof(f->path), "/tmp/yun-test-blk-XXXXXX");
+	f->fd = mkstemp(f->path);
+	assert_true(f->fd >= 0);
+	for (unsigned s = 0; s < SECTORS; s++) {
+		sector_pattern(sector, s);
+		assert_int_equal(write(f->fd, sector, 512), 512);
+	}
+	open_device(f, readonly);
+	*state = f;
+	return 0;
+}
+
+static int setup(void **state)
+{
+	return setup_common(state, false);
+}
+
+static int setup_readonly(void **state)
+{
+	return setup_common(state, true);
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	virtio_blk_destroy(f->blk);
+	close(f->fd);
+	unlink(f->path);
+	free(f->ram);
+	free(f);
+	return 0;
+}
+
+static void put_header(struct fixture *f, uint32_t type, uint64_t sector)
+{
+	struct {
+		uint32_t type, reserved;
+		uint64_t sector;
+	} h = {type, 0, sector};
+
+	memcpy(f->ram + HDR_GPA, &h, sizeof(h));
+}
+
+/* Kick the queue; returns how many requests completed. */
+static unsigned kick(struct fixture *f)
+{
+	uint16_t before = vd_used_idx(&f->vd);
+
+	f->dev->ops->queue_notify(f->dev, 0);
+	return (uint16_t)(vd_used_idx(&f->vd) - before);
+}
+
+/* A three-part request (header, data of len bytes, status); returns the status byte. */
+static uint8_t request(struct fixture *f, uint32_t type, uint64_t sector, uint32_t len,
+		       bool dev_writes)
+{
+	put_header(f, type, sector);
+	f->ram[STATUS_GPA] = 0xee;
+	vd_desc(&f->vd, 0, HDR_GPA, 16, VIRTQ_DESC_F_NEXT, 1);
+	vd_desc(&f->vd, 1, DATA_GPA, len,
+		(uint16_t)(VIRTQ_DESC_F_NEXT | (dev_writes ? VIRTQ_DESC_F_WRITE : 0)), 2);
+	vd_desc(&f->vd, 2, STATUS_GPA, 1, VIRTQ_DESC_F_WRITE, 0);
+	vd_publish(&f->vd, 0);
+	assert_int_equal(kick(f), 1);
+	return f->ram[STATUS_GPA];
+}
+
+static void file_sector(struct fixture *f, unsigned s, uint8_t *buf)
+{
+	assert_int_equal(pread(f->fd, buf, 512, (off_t)s * 512), 512);
+}
+
+static void test_read(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t want[1024];
+
+	assert_int_equal(request(f, T_IN, 5, 1024, true), S_OK);
+	sector_pattern(want, 5);
+	sector_pattern(want + 512, 6);
+	assert_memory_equal(f->ram + DATA_GPA, want, 1024);
+	assert_int_equal(vd_used(&f->vd, 0).id, 0);
+	assert_int_equal(vd_used(&f->vd, 0).len, 1025); /* data and status */
+}
+
+static void test_read_scattered(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t want[512];
+
+	/* One sector in three pieces, header and status in their own buffers. */
+	put_header(f, T_IN, 9);
+	vd_desc(&f->vd, 4, HDR_GPA, 16, VIRTQ_DESC_F_NEXT, 7);
+	vd_desc(&f->vd, 7, DATA_GPA, 100, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 2);
+	vd_desc(&f->vd, 2, DATA_GPA + 0x800, 400, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 3);
+	vd_desc(&f->vd, 3, DATA_GPA + 0x1000, 13, VIRTQ_DESC_F_WRITE, 0);
+	vd_publish(&f->vd, 4);
+	assert_int_equal(kick(f), 1);
+	sector_pattern(want, 9);
+	assert_memory_equal(f->ram + DATA_GPA, want, 100);
+	assert_memory_equal(f->ram + DATA_GPA + 0x800, want + 100, 400);
+	assert_memory_equal(f->ram + DATA_GPA + 0x1000, want + 500, 12);
+	assert_int_equal(f->ram[DATA_GPA + 0x1000 + 12], S_OK);
+}
+
+static void test_write_and_flush(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t got[512], want[512];
+
+	memset(f->ram + DATA_GPA, 0xab, 512);
+	assert_int_equal(request(f, T_OUT, 2, 512, false), S_OK);
+	assert_int_equal(vd_used(&f->vd, 0).len, 1); /* only the status was written */
+	file_sector(f, 2, got);
+	memset(want, 0xab, 512);
+	assert_memory_equal(got, want, 512);
+	file_sector(f, 3, got);
+	sector_pattern(want, 3);
+	assert_memory_equal(got, want, 512);
+	assert_int_equal(request(f, T_FLUSH, 0, 0, false), S_OK);
+
+	struct blk_stats st;
+	virtio_blk_stats(f->blk, &st);
+	assert_int_equal(st.writes, 1);
+	assert_int_equal(st.bytes_written, 512);
+	assert_int_equal(st.flushes, 1);
+}
+
+static void test_write_in_header_buffer(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t got[512], want[512];
+
+	/* Header and data in one device-readable buffer, as some drivers send them. */
+	put_header(f, T_OUT, 4);
+	memset(f->ram + HDR_GPA + 16, 0x5a, 512);
+	vd_desc(&f->vd, 0, HDR_GPA, 16 + 512, VIRTQ_DESC_F_NEXT, 1);
+	vd_desc(&f->vd, 1, STATUS_GPA, 1, VIRTQ_DESC_F_WRITE, 0);
+	vd_publish(&f->vd, 0);
+	assert_int_equal(kick(f), 1);
+	assert_int_equal(f->ram[STATUS_GPA], S_OK);
+	file_sector(f, 4, got);
+	memset(want, 0x5a, 512);
+	assert_memory_equal(got, want, 512);
+}
+
+static void test_get_id(void **state)
+{
+	struct fixture *f = *state;
+
+	memset(f->ram + DATA_GPA, 0xff, 20);
+	assert_int_equal(request(f, T_GET_ID, 0, 20, true), S_OK);
+	assert_memory_equal(f->ram + DATA_GPA, "unit-serial\0\0\0\0\0\0\0\0\0", 20);
+	/* A buffer shorter than 20 bytes gets what fits. */
+	memset(f->ram + DATA_GPA, 0xff, 20);
+	assert_int_equal(request(f, T_GET_ID, 0, 4, true), S_OK);
+	assert_memory_equal(f->ram + DATA_GPA, "unit", 4);
+	assert_int_equal(f->ram[DATA_GPA + 4], 0xff);
+}
+
+static void test_out_of_range(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t got[512], want[512];
+
+	assert_int_equal(request(f, T_IN, SECTORS, 512, true), S_IOERR);
+	assert_int_equal(request(f, T_IN, SECTORS - 1, 1024, true), S_IOERR);
+	assert_int_equal(request(f, T_IN, UINT64_MAX, 512, true), S_IOERR);
+	assert_int_equal(request(f, T_IN, UINT64_MAX / 512 + 1, 512, true), S_IOERR);
+	assert_int_equal(request(f, T_OUT, SECTORS, 512, false), S_IOERR);
+	/* Not a whole number of sectors. */
+	assert_int_equal(request(f, T_IN, 0, 100, true), S_IOERR);
+	assert_int_equal(request(f, T_OUT, 0, 100, false), S_IOERR);
+	file_sector(f, 0, got);
+	sector_pattern(want, 0);
+	assert_memory_equal(got, want, 512);
+	/* The last sector itself is fine. */
+	assert_int_equal(request(f, T_IN, SECTORS - 1, 512, true), S_OK);
+	assert_false(f->dev->broken);
+}
+
+static void test_unsupported(void **state)
+{
+	struct fixture *f = *state;
+
+	assert_int_equal(request(f, 0x7f, 0, 512, true), S_UNSUPP);
+	assert_int_equal(request(f, 11 /* DISCARD, not offered */, 0, 512, false), S_UNSUPP);
+	assert_false(f->dev->broken);
+}
+
+static void test_readonly(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t got[512], want[512];
+
+	assert_true(f->dev->device_features & (1ULL << 5)); /* VIRTIO_BLK_F_RO */
+	memset(f->ram + DATA_GPA, 0xcd, 512);
+	assert_int_equal(request(f, T_OUT, 1, 512, false), S_IOERR);
+	file_sector(f, 1, got);
+	sector_pattern(want, 1);
+	assert_memory_equal(got, want, 512);
+	assert_int_equal(request(f, T_IN, 1, 512, true), S_OK);
+	assert_int_equal(request(f, T_FLUSH, 0, 0, false), S_OK);
+}
+
+/* A request too broken to answer marks the device as needing a reset; nothing more is served. */
+static void expect_broken(struct fixture *f)
+{
+	assert_true(f->dev->broken);
+	assert_true(f->dev->status & VIRTIO_STATUS_DEVICE_NEEDS_RESET);
+	/* A good request after it is not served. */
+	put_header(f, T_IN, 0);
+	vd_desc(&f->vd, 0, HDR_GPA, 16, VIRTQ_DESC_F_NEXT, 1);
+	vd_desc(&f->vd, 1, STATUS_GPA, 1, VIRTQ_DESC_F_WRITE, 0);
+	vd_publish(&f->vd, 0);
+	assert_int_equal(kick(f), 0);
+}
+
+static void test_short_header(void **state)
+{
+	struct fixture *f = *state;
+
+	put_header(f, T_IN, 0);
+	vd_desc(&f->vd, 0, HDR_GPA, 8, VIRTQ_DESC_F_NEXT, 1);
+	vd_desc(&f->vd, 1, STATUS_GPA, 1, VIRTQ_DESC_F_WRITE, 0);
+	vd_publish(&f->vd, 0);
+	assert_int_equal(kick(f), 0);
+	expect_broken(f);
+}
+
+static void test_no_status_byte(void **state)
+{
+	struct fixture *f = *state;
+
+	put_header(f, T_FLUSH, 0);
+	vd_desc(&f->vd, 0, HDR_GPA, 16, 0, 0);
+	vd_publish(&f->vd, 0);
+	assert_int_equal(kick(f), 0);
+	expect_broken(f);
+}
+
+static void test_malformed_chain(void **state)
+{
+	struct fixture *f = *state;
+
+	vd_desc(&f->vd, 0, HDR_GPA, 16, VIRTQ_DESC_F_NEXT, 0); /* a loop */
+	vd_publish(&f->vd, 0);
+	assert_int_equal(kick(f), 0);
+	expect_broken(f);
+}
+
+static void test_buffer_outside_ram(void **state)
+{
+	struct fixture *f = *state;
+
+	put_header(f, T_IN, 0);
+	vd_desc(&f->vd, 0, HDR_GPA, 16, VIRTQ_DESC_F_NEXT, 1);
+	vd_desc(&f->vd, 1, RAM_SIZE - 256, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 2);
+	vd_desc(&f->vd, 2, STATUS_GPA, 1, VIRTQ_DESC_F_WRITE, 0);
+	vd_publish(&f->vd, 0);
+	assert_int_equal(kick(f), 0);
+	expect_broken(f);
+}
+
+static void test_not_ready(void **state)
+{
+	struct fixture *f = *state;
+
+	/* Before DRIVER_OK nothing is served. */
+	f->dev->status &= (uint8_t)~VIRTIO_STATUS_DRIVER_OK;
+	put_header(f, T_IN, 0);
+	vd_desc(&f->vd, 0, HDR_GPA, 16, VIRTQ_DESC_F_NEXT, 1);
+	vd_desc(&f->vd, 1, STATUS_GPA, 1, VIRTQ_DESC_F_WRITE, 0);
+	vd_publish(&f->vd, 0);
+	assert_int_equal(kick(f), 0);
+	assert_false(f->dev->broken);
+}
+
+static void test_size_not_multiple_of_512(void **state)
+{
+	char path[] = "/tmp/yun-test-blk-XXXXXX";
+	int fd = mkstemp(path);
+	struct blk_config cfg = {.path = path};
+	struct virtio_blk *b = NULL;
+	struct guest_mem m = {.memfd = -1};
+
+	(void)state;
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 1000), 0);
+	assert_int_equal(virtio_blk_create(&cfg, "disk0", &m, &b), -EINVAL);
+	assert_null(b);
+	unlink(path);
+	close(fd);
+	cfg.path = "/nonexistent/disk.img";
+	assert_int_equal(virtio_blk_create(&cfg, "disk0", &m, &b), -ENOENT);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_read, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_read_scattered, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_write_and_flush, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_write_in_header_buffer, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_get_id, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_out_of_range, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_unsupported, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_readonly, setup_readonly, teardown),
+	    cmocka_unit_test_setup_teardown(test_short_header, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_no_status_byte, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_malformed_chain, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_buffer_outside_ram, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_not_ready, setup, teardown),
+	    cmocka_unit_test(test_size_not_multiple_of_512),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
