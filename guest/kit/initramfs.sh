@@ -10,8 +10,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 CACHE=${YUN_CACHE:-/var/cache/yun}
 moddir=$1
-MODULES="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk
-	 virtio_net virtio-rng virtio_console failover net_failover"
+# In load order: each after the modules it needs.
+MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover
+	 net_failover virtio_blk virtio_net virtio-rng virtio_console"
 
 bb=$("$here/fetch.sh" busybox-static)/bin/busybox
 key=$( (sha256sum "$bb" "$0"; readlink -f "$moddir"; echo "$MODULES") | sha256sum | cut -c1-16)
