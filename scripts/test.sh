@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine (as root): install what is needed,
 # build everything with warnings as errors, run every suite. CI runs exactly this.
-# The last line is "N passed, N failed, N skipped". Arguments select suites (see tests/run).
+# The last line is "N passed, N failed". Arguments select suites (see tests/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Debian's unmodified cloud kernel on yun-vmm all the way to userspace: a busybox initramfs
+# loads Linux's own virtio drivers (modules), which find our virtio-blk over PCI with MSI-X;
+# the guest mounts the ext4 disk, writes a file, and powers off through ACPI. The host then
+# reads the file back out of the image. Needs /dev/kvm with real ring-0 virtualization (run
+# through tests/kvmhost/run.sh) and the guest kit in the cache.
+set -u
+cd "$(dirname "$0")/../.."
+VMM=${BUILD:-build}/yun-vmm
+LOGS=${YUN_TEST_LOGS:-${BUILD:-build}/test-logs}
+TIMEOUT=${YUN_LINUX_TIMEOUT:-900}
+mkdir -p "$LOGS"
+n=0
+ok() { n=$((n + 1)); echo "ok $n - $*"; }
+not_ok() { n=$((n + 1)); echo "not ok $n - $*"; }
+expect() { # expect WHAT REGEX FILE
+	if grep -qE -- "$2" "$3"; then ok "$1"; else not_ok "$1 # /$2/ not in $3"; fi
+}
+
+if [ -d /sys/module/kvm_pvm ]; then
+	echo "1..0 # SKIP this host's KVM (kvm_pvm) cannot run Linux userspace (see DESIGN.md)"
+	exit 0
+fi
+kdir=$(YUN_OFFLINE=1 guest/kit/debian-kernel.sh) && initrd=$(YUN_OFFLINE=1 guest/kit/initramfs.sh "$kdir/modules") || {
+	not_ok "guest kit in the cache (run guest/kit/debian-kernel.sh first)"
+	echo "1..$n"
+	exit 1
+}
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+disk=$dir/root.ext4
+truncate -s 32M "$disk"
+mkfs.ext4 -q -L yun-test "$disk"
+stamp=yun-$$-$RANDOM
+
+for kernel in vmlinuz vmlinux; do
+	what="Debian $(cat "$kdir/version") $kernel"
+	log=$LOGS/linux-userspace-$kernel.log
+	run="mount,/dev/vda,/mnt;echo,$stamp-$kernel>/mnt/stamp;cat,/sys/block/vda/serial;echo;umount,/mnt;grep,-c,^processor,/proc/cpuinfo"
+	start=$(date +%s)
+	timeout "$TIMEOUT" "$VMM" --kernel "$kdir/$kernel" --initrd "$initrd" --cpus 2 --memory 256 \
+		--disk "path=$disk,serial=yun-test-disk" --console "file=$log" \
+		--cmdline "console=ttyS0 panic=-1 yun.run=$run" 2>"$log.stderr"
+	status=$?
+	echo "# $what: exit status $status after $(($(date +%s) - start)) s"
+	if [ $status -eq 0 ]; then
+		ok "$what: the guest powered off and yun-vmm exited 0"
+	else
+		not_ok "$what: yun-vmm exit status $status # $(head -c 300 "$log.stderr")"
+	fi
+	expect "$what: both CPUs up" 'smp: Brought up 1 node, 2 CPUs' "$log"
+	expect "$what: Linux's virtio_blk driver found our disk" \
+		'virtio_blk virtio0: \[vda\] 65536 512-byte logical blocks' "$log"
+	expect "$what: the disk's interrupts are MSI-X" 'virtio0-req\.0|virtio_blk virtio0: 1/0/0' "$log"
+	expect "$what: ext4 mounted from /dev/vda" 'EXT4-fs \(vda\): mounted filesystem' "$log"
+	expect "$what: userspace ran" 'yun-guest: userspace up' "$log"
+	expect "$what: the guest read the disk's serial" '^yun-test-disk' "$log"
+	expect "$what: the guest saw 2 CPUs" $'^2\r?$' "$log"
+	expect "$what: the command finished" 'yun-guest: command exited with status 0' "$log"
+	got=$(debugfs -R 'cat /stamp' "$disk" 2>/dev/null)
+	if [ "$got" = "$stamp-$kernel" ]; then
+		ok "$what: the host reads the file the guest wrote"
+	else
+		not_ok "$what: the host reads the file the guest wrote (got '$got')"
+	fi
+done
+echo "1..$n"
