@@ -6,4 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 make -j2 WERROR=1 all fuzz
+# The guest kit (Debian's kernel and busybox, with apt-get download), cached in /var/cache/yun.
+kdir=$(guest/kit/debian-kernel.sh)
+guest/kit/initramfs.sh "$kdir/modules" >/dev/null
 exec tests/run "$@"
