@@ -71,6 +71,7 @@ void *memset(void *d, int c, size_t n);
 void *memcpy(void *d, const void *s, size_t n);
 int memcmp(const void *a, const void *b, size_t n);
 size_t strlen(const char *s);
+int strcmp(const char *a, const char *b);
 
 void serial_init(void);
 void print(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -80,6 +81,7 @@ void vprint(const char *fmt, va_list ap);
 void tap(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void tap_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 extern unsigned tap_passed, tap_failed, tap_count;
+extern bool quiet; /* no output at all (the benchmark's shortest path) */
 
 /* PCI configuration mechanism #1, bus 0. */
 uint32_t pci_read32(unsigned dev, unsigned off);
