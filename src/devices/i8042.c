@@ -75,7 +75,10 @@ static uint8_t read_data(struct i8042 *k)
 		k->out_head = (k->out_head + 1) % QUEUE;
 		k->out_count--;
 	}
+	/* IRQ 1 is edge-triggered and Linux reads one byte per interrupt: the line drops as the
+	 * byte is taken and rises again for the next one, as on a real 8042. */
 	k->status &= ~STS_OBF;
+	update_irq(k);
 	refill(k);
 	return b;
 }

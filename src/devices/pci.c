@@ -52,6 +52,9 @@ int pci_dev_add_bar(struct pci_dev *d, unsigned bar, uint64_t size, bool is64,
 	if (bar >= PCI_NUM_BARS || (is64 && bar == PCI_NUM_BARS - 1) || size < 4096 ||
 	    (size & (size - 1)) || d->bars[bar].size || (is64 && d->bars[bar + 1].size))
 		return -EINVAL;
+	/* Nor the upper half of a 64-bit BAR below it. */
+	if (bar > 0 && d->bars[bar - 1].size && d->bars[bar - 1].is64)
+		return -EINVAL;
 	d->bars[bar] = (struct pci_bar){.size = size, .is64 = is64, .ops = ops, .opaque = opaque};
 	/* Memory BAR: bits 0-3 read-only type (bit 2 set for 64-bit), the rest size-aligned. */
 	d->cfg[PCI_BAR0 + 4 * bar] = is64 ? 0x04 : 0x00;

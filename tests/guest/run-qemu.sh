@@ -15,7 +15,7 @@ fi
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 make_disk "$dir/disk.img"
-log=$LOGS/guest-qemu.log
+log=$LOGS/guest-qemu-console.log
 timeout "${YUN_GUEST_TIMEOUT:-300}" qemu-system-x86_64 -nodefaults -no-user-config -display none \
 	-M q35 -accel "$accel" -cpu kvm64 -smp "$CPUS" -m "$MEM" -no-reboot \
 	-kernel "$GUEST" -append "$GUEST_CMDLINE" -serial "file:$log" \

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 make_disk "$dir/disk.img"
-log=$LOGS/guest-yun.log
+log=$LOGS/guest-yun-console.log
 timeout "${YUN_GUEST_TIMEOUT:-300}" "${BUILD:-build}/yun-vmm" --kernel "$GUEST" \
 	--cpus "$CPUS" --memory "$MEM" --cmdline "$GUEST_CMDLINE" --console "file=$log" \
 	--disk "path=$dir/disk.img,serial=$DISK_SERIAL" --no-reboot \

@@ -87,6 +87,7 @@ mount -t tmpfs tmpfs /host/run
 mount -t tmpfs tmpfs /host/root
 work=$(arg work)
 job=$(arg job)
+mkdir -p "/host$work" 2>/dev/null # under /tmp or /root, which are tmpfs here
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 work "/host$work" || fail "cannot mount $work"
 mkdir -p "/host$job"
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 job "/host$job" || fail "cannot mount the job"
