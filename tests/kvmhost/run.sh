@@ -135,17 +135,54 @@ qemu=(qemu-system-x86_64 -M q35 -accel tcg,thread=multi -cpu qemu64,+svm,+npt
 	-fsdev "local,id=job,path=$job,security_model=none"
 	-device virtio-9p-pci,fsdev=job,mount_tag=job)
 
-status=125
 stdin=/dev/null
 [ "$interactive" = 1 ] && stdin=/dev/stdin
-# The command's output, passed through line by line; the marker line carries its status.
-while IFS= read -r line; do
-	line=${line%$'\r'}
-	case $line in
-	"YUN-KVMHOST-EXIT "*) status=${line#YUN-KVMHOST-EXIT } ;;
-	*) printf '%s\n' "$line" ;;
-	esac
-done < <(timeout "$timeout" "${qemu[@]}" <$stdin 2>>"$log"; echo "YUN-KVMHOST-QEMU $?" >>"$log")
+
+# One boot of the KVM host. A watchdog reads its kernel log: nested SVM under TCG now and then
+# locks the KVM host up for good while it boots (soft lockups on every CPU); the watchdog then
+# stops QEMU and says so on the output, so that the boot can be tried again.
+boot() {
+	timeout "$timeout" "${qemu[@]}" <$stdin 2>>"$log" &
+	local q=$!
+	(
+		while kill -0 "$q" 2>/dev/null; do
+			sleep 5
+			if grep -qE 'soft lockup|rcu_preempt detected stalls' "$log"; then
+				echo "YUN-KVMHOST-LOCKUP"
+				kill "$q" 2>/dev/null
+				break
+			fi
+		done
+	) &
+	wait "$q"
+	echo "YUN-KVMHOST-QEMU $?" >>"$log"
+}
+
+for attempt in 1 2 3; do
+	status=125
+	lockup=0
+	output=0
+	: >"$log"
+	# The command's output, passed through line by line; the marker line carries its status.
+	while IFS= read -r line; do
+		line=${line%$'\r'}
+		case $line in
+		"YUN-KVMHOST-EXIT "*) status=${line#YUN-KVMHOST-EXIT } ;;
+		"YUN-KVMHOST-LOCKUP") lockup=1 ;;
+		*)
+			output=1
+			printf '%s\n' "$line"
+			;;
+		esac
+	done < <(boot)
+	# Only a lock-up before the command printed anything is retried: a retry must not
+	# repeat output.
+	[ "$lockup" = 1 ] && [ "$output" = 0 ] && [ "$status" = 125 ] || break
+	echo "kvmhost: the KVM host locked up while booting (attempt $attempt); starting it again" >&2
+done
+if [ "$lockup" = 1 ]; then
+	echo "kvmhost: the KVM host locked up (soft lockups in its kernel log)" >&2
+fi
 if [ "$status" = 125 ]; then
 	echo "kvmhost: the KVM host ended without the command's exit status; its log:" >&2
 	tail -n 40 "$log" >&2
