@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-RUNS = int(os.environ.get("BENCH_RUNS", "10"))
+RUNS = int(os.environ.get("YUN_BENCH_RUNS", "10"))
 BUILD = os.environ.get("BUILD", "build")
 GUEST = f"{BUILD}/guest/test-guest.elf"
 MEM = 128

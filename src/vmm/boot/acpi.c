@@ -327,9 +327,12 @@ static int build_fadt(struct builder *b, uint64_t facs, uint64_t dsdt, uint64_t 
 
 	if (!f)
 		return -ENOSPC;
-	f->firmware_ctrl = (uint32_t)facs;
+	/* ACPI 6.4 §5.2.9: exactly one of FIRMWARE_CTRL and X_FIRMWARE_CTRL is set. */
+	if (facs < LAYOUT_4G)
+		f->firmware_ctrl = (uint32_t)facs;
+	else
+		f->x_firmware_ctrl = facs;
 	f->dsdt = (uint32_t)dsdt;
-	f->x_firmware_ctrl = facs;
 	f->x_dsdt = dsdt;
 	f->sci_int = ACPI_SCI_IRQ;
 	f->smi_cmd = 0; /* no SMM: ACPI mode is always on (SCI_EN set at reset) */
