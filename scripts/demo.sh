@@ -27,7 +27,7 @@ fi
 cmdline="console=ttyS0 panic=-1 quiet"
 [ -n "$run" ] && cmdline+=" yun.run=$(echo "$run" | tr ' ' ,)"
 vmm=(build/yun-vmm --kernel "$kdir/vmlinuz" --initrd "$initrd" --cpus 2 --memory 512
-	--disk "path=$disk,serial=yun-demo" --cmdline "$cmdline" --no-reboot)
+	--disk "path=$disk,serial=yun-demo" --rng --cmdline "$cmdline" --no-reboot)
 
 echo "demo: booting Debian $(cat "$kdir/version") on yun-vmm (Ctrl-A x quits)" >&2
 if [ -c /dev/kvm ] && { : <>/dev/kvm; } 2>/dev/null; then

@@ -500,7 +500,8 @@ struct virtio_cap {
 	uint64_t addr;
 };
 
-struct vblk {
+struct vpci {
+	const char *name;
 	unsigned dev;
 	struct virtio_cap common, notify, isr, device;
 	uint32_t notify_mult;
@@ -553,8 +554,12 @@ static uint64_t bar_addr(unsigned dev, unsigned bar)
 	return a;
 }
 
-static bool find_blk(struct vblk *b)
+/* Find the modern virtio device 1af4:(0x1040 + type) on bus 0; class_hi is its PCI class and
+ * subclass as QEMU gives them. */
+static bool find_virtio(struct vpci *b, unsigned type, uint16_t class_hi)
 {
+	uint32_t want = (0x1040u + type) << 16 | 0x1af4;
+
 	for (unsigned dev = 0; dev < 32; dev++) {
 		uint32_t id = pci_read32(dev, 0);
 		uint8_t rev;
@@ -563,25 +568,26 @@ static bool find_blk(struct vblk *b)
 			continue;
 		print("# pci 00:%02x.0 %04x:%04x class %06x\n", dev, id & 0xffff, id >> 16,
 		      pci_read32(dev, 8) >> 8);
-		if (id != (0x1042u << 16 | 0x1af4))
+		if (id != want)
 			continue;
 		rev = pci_read8(dev, 8);
-		tap(pci_read32(dev, 8) >> 16 == 0x0100,
-		    "PCI: virtio-blk class is mass storage (%06x)", pci_read32(dev, 8) >> 8);
-		tap(rev >= 1, "PCI: virtio-blk at 00:%02x.0 is 1af4:1042 (revision %u, modern)",
-		    dev, rev);
-		tap(pci_read16(dev, 0x2e) >= 0x40 || pci_read16(dev, 0x2e) == 2,
-		    "PCI: virtio-blk subsystem ID %#x", pci_read16(dev, 0x2e));
+		tap(pci_read32(dev, 8) >> 16 == class_hi, "PCI: %s class %06x", b->name,
+		    pci_read32(dev, 8) >> 8);
+		tap(rev >= 1, "PCI: %s at 00:%02x.0 is 1af4:%04x (revision %u, modern)", b->name,
+		    dev, want >> 16, rev);
+		tap(pci_read16(dev, 0x2e) >= 0x40 || pci_read16(dev, 0x2e) == type,
+		    "PCI: %s subsystem ID %#x", b->name, pci_read16(dev, 0x2e));
 		b->dev = dev;
 		return true;
 	}
-	tap(false, "PCI: a virtio-blk device (1af4:1042) on bus 0");
+	tap(false, "PCI: a %s (1af4:%04x) on bus 0", b->name, want >> 16);
 	return false;
 }
 
-static bool read_caps(struct vblk *b)
+/* The capabilities a modern virtio device has; need_device: one for its configuration. */
+static bool read_caps(struct vpci *b, bool need_device)
 {
-	unsigned seen = 0;
+	unsigned seen = 0, want = need_device ? 62 : 46;
 
 	if (!(pci_read16(b->dev, 6) & 0x10)) {
 		tap(false, "PCI: virtio-blk has a capability list");
@@ -629,19 +635,21 @@ static bool read_caps(struct vblk *b)
 			}
 		}
 	}
-	tap(seen == 62, "PCI: virtio capabilities common, notify, ISR, device, PCI-cfg (%#x)",
-	    seen);
+	tap((seen & want) == want, "PCI: %s capabilities common, notify, ISR, PCI-cfg%s (%#x)",
+	    b->name, need_device ? ", device" : "", seen);
 	tap(b->msix_cap != 0, "PCI: MSI-X capability");
-	tap(b->common.length >= 0x38 && b->isr.length >= 1 && b->device.length >= 8,
+	tap(b->common.length >= 0x38 && b->isr.length >= 1 &&
+		(!need_device || b->device.length >= 8),
 	    "PCI: capability lengths (common %u, ISR %u, device %u)", b->common.length,
 	    b->isr.length, b->device.length);
-	if (seen != 62 || !b->msix_cap || !b->common.addr)
+	if ((seen & want) != want || !b->msix_cap || !b->common.addr)
 		return false;
 	/* Memory decoding and bus mastering on, as a driver does (yun and firmware may have). */
 	pci_write16(b->dev, 4, pci_read16(b->dev, 4) | 0x6);
 	return map_mmio(b->common.addr, b->common.length) &&
 	       map_mmio(b->notify.addr, b->notify.length) && map_mmio(b->isr.addr, b->isr.length) &&
-	       map_mmio(b->device.addr, b->device.length) && map_mmio(b->msix_table, 64);
+	       (!need_device || map_mmio(b->device.addr, b->device.length)) &&
+	       map_mmio(b->msix_table, 64);
 }
 
 static volatile uint8_t *cc;
@@ -676,8 +684,9 @@ static void wcc64(unsigned o, uint64_t v)
 	wcc32(o + 4, (uint32_t)(v >> 32));
 }
 
-/* One split virtqueue of QSIZE entries, in the guest image's memory. */
+/* One split virtqueue of up to QSIZE entries (qsz in use), in the guest image's memory. */
 #define QSIZE 16
+static uint16_t qsz = QSIZE;
 struct vring_desc {
 	uint64_t addr;
 	uint32_t len;
@@ -718,7 +727,9 @@ static void msix_entry(uint64_t table, unsigned i, uint8_t vector, uint32_t apic
 	e[3] = 0; /* unmasked */
 }
 
-static bool virtio_init(struct vblk *b, uint64_t *capacity)
+/* The whole initialisation (virtio 1.2 §3.1.1) with the features in want, which the device
+ * must offer; queue 0 on the guest's one ring, its interrupts on MSI-X. */
+static bool virtio_init(struct vpci *b, uint64_t want)
 {
 	uint32_t f0, f1, apic = mmio_read32(LAPIC_BASE + LAPIC_ID) >> 24;
 	uint64_t features;
@@ -726,7 +737,7 @@ static bool virtio_init(struct vblk *b, uint64_t *capacity)
 
 	cc = (volatile uint8_t *)b->common.addr;
 	wcc8(CC_STATUS, 0);
-	tap(cc8(CC_STATUS) == 0, "virtio: reset (status reads 0)");
+	tap(cc8(CC_STATUS) == 0, "%s: reset (status reads 0)", b->name);
 	wcc8(CC_STATUS, VIRTIO_STATUS_ACK);
 	wcc8(CC_STATUS, VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER);
 	wcc32(CC_DFSELECT, 0);
@@ -734,20 +745,20 @@ static bool virtio_init(struct vblk *b, uint64_t *capacity)
 	wcc32(CC_DFSELECT, 1);
 	f1 = cc32(CC_DF);
 	features = (uint64_t)f1 << 32 | f0;
-	print("# device features %#lx\n", features);
-	tap(features & (1ull << VIRTIO_F_VERSION_1), "virtio: device offers VERSION_1");
-	features &= (1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_BLK_F_FLUSH);
-	tap(features & (1ull << VIRTIO_BLK_F_FLUSH), "virtio: device offers FLUSH");
+	print("# %s features %#lx\n", b->name, features);
+	tap(features & (1ull << VIRTIO_F_VERSION_1), "%s: device offers VERSION_1", b->name);
+	tap((features & want) == want, "%s: device offers %#lx", b->name, want);
+	features &= want;
 	wcc32(CC_GFSELECT, 0);
 	wcc32(CC_GF, (uint32_t)features);
 	wcc32(CC_GFSELECT, 1);
 	wcc32(CC_GF, (uint32_t)(features >> 32));
 	wcc8(CC_STATUS, VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
 	if (!(cc8(CC_STATUS) & VIRTIO_STATUS_FEATURES_OK)) {
-		tap(false, "virtio: FEATURES_OK accepted");
+		tap(false, "%s: FEATURES_OK accepted", b->name);
 		return false;
 	}
-	tap(true, "virtio: FEATURES_OK accepted with VERSION_1|FLUSH");
+	tap(true, "%s: FEATURES_OK accepted with %#lx", b->name, features);
 
 	/* MSI-X: the function enabled, entry 0 for configuration changes, 1 for the queue. */
 	pci_write16(b->dev, b->msix_cap + 2,
@@ -755,14 +766,20 @@ static bool virtio_init(struct vblk *b, uint64_t *capacity)
 	msix_entry(b->msix_table, 0, VEC_CONFIG, apic);
 	msix_entry(b->msix_table, 1, VEC_QUEUE, apic);
 	wcc16(CC_MSIX, 0);
-	tap(cc16(CC_MSIX) == 0, "virtio: config vector 0 accepted");
-	tap(cc16(CC_NUMQ) >= 1, "virtio: %u queue(s)", cc16(CC_NUMQ));
+	tap(cc16(CC_MSIX) == 0, "%s: config vector 0 accepted", b->name);
+	tap(cc16(CC_NUMQ) >= 1, "%s: %u queue(s)", b->name, cc16(CC_NUMQ));
 	wcc16(CC_QSELECT, 0);
 	qsize = cc16(CC_QSIZE);
-	tap(qsize >= QSIZE && !(qsize & (qsize - 1)), "virtio: queue 0 size %u", qsize);
-	wcc16(CC_QSIZE, QSIZE);
+	tap(qsize && !(qsize & (qsize - 1)), "%s: queue 0 size %u, a power of 2", b->name, qsize);
+	qsz = qsize < QSIZE ? qsize : QSIZE;
+	wcc16(CC_QSIZE, qsz);
 	wcc16(CC_QMSIX, 1);
-	tap(cc16(CC_QMSIX) == 1, "virtio: queue vector 1 accepted");
+	tap(cc16(CC_QMSIX) == 1, "%s: queue vector 1 accepted", b->name);
+	/* A fresh ring: this guest drives one device at a time. */
+	memset(desc, 0, sizeof(desc));
+	memset(&avail, 0, sizeof(avail));
+	memset((void *)&used, 0, sizeof(used));
+	last_used = 0;
 	wcc64(CC_QDESC, (uint64_t)desc);
 	wcc64(CC_QDRIVER, (uint64_t)&avail);
 	wcc64(CC_QDEVICE, (uint64_t)&used);
@@ -770,9 +787,7 @@ static bool virtio_init(struct vblk *b, uint64_t *capacity)
 	notify_addr = b->notify.addr + (uint64_t)cc16(CC_QNOTIFY) * b->notify_mult;
 	wcc8(CC_STATUS, VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK |
 			    VIRTIO_STATUS_DRIVER_OK);
-	tap(cc8(CC_STATUS) == 0xf, "virtio: DRIVER_OK (status %#x)", cc8(CC_STATUS));
-
-	memcpy(capacity, (const void *)b->device.addr, 8);
+	tap(cc8(CC_STATUS) == 0xf, "%s: DRIVER_OK (status %#x)", b->name, cc8(CC_STATUS));
 	return true;
 }
 
@@ -798,7 +813,7 @@ static uint8_t blk_request(uint32_t type, uint64_t sector, void *buf, uint32_t l
 	}
 	desc[d] = (struct vring_desc){(uint64_t)&req_status, 1, VRING_DESC_F_WRITE, 0};
 	desc[d - 1].next = (uint16_t)d;
-	avail.ring[avail.idx % QSIZE] = 0;
+	avail.ring[avail.idx % qsz] = 0;
 	barrier();
 	avail.idx++;
 	barrier();
@@ -807,7 +822,7 @@ static uint8_t blk_request(uint32_t type, uint64_t sector, void *buf, uint32_t l
 	if (!wait_change16(&used.idx, idx, 5000))
 		return 0xff;
 	last_used = used.idx;
-	*used_len = used.ring[idx % QSIZE].len;
+	*used_len = used.ring[idx % qsz].len;
 	/* The interrupt follows the used-ring update; give it a moment to land. */
 	for (unsigned i = 0; i < 1000 && irq_count[VEC_QUEUE] == before; i++)
 		delay_us(100);
@@ -831,15 +846,17 @@ static void fill_pattern(char *buf, const char *prefix, unsigned n)
 
 static void check_virtio_blk(void)
 {
-	struct vblk b = {0};
+	struct vpci b = {.name = "virtio-blk"};
 	uint64_t capacity, want;
 	char expect[512], serial[24];
 	uint32_t ulen;
 	bool irq;
 	uint8_t st;
 
-	if (!find_blk(&b) || !read_caps(&b) || !virtio_init(&b, &capacity))
+	if (!find_virtio(&b, 2, 0x0100) || !read_caps(&b, true) ||
+	    !virtio_init(&b, 1ull << VIRTIO_F_VERSION_1 | 1ull << VIRTIO_BLK_F_FLUSH))
 		return;
+	memcpy(&capacity, (const void *)b.device.addr, 8);
 	if (arg_num("disk_sectors", &want))
 		tap(capacity == want, "virtio-blk: capacity %lu sectors", capacity);
 	else
@@ -876,6 +893,57 @@ static void check_virtio_blk(void)
 	tap(st == 2, "virtio-blk: an unknown request type gets UNSUPP (status %u)", st);
 	tap(!(cc8(CC_STATUS) & (VIRTIO_STATUS_NEEDS_RESET | VIRTIO_STATUS_FAILED)),
 	    "virtio-blk: device still healthy (status %#x)", cc8(CC_STATUS));
+	wcc8(CC_STATUS, 0);
+	tap(cc8(CC_STATUS) == 0, "virtio-blk: reset after use (status reads 0)");
+}
+
+/* One device-writable buffer of len bytes; returns the used length, or -1 on a timeout. */
+static int rng_request(uint8_t *buf, uint32_t len, bool *irq)
+{
+	unsigned before = irq_count[VEC_QUEUE];
+	uint16_t idx = last_used;
+
+	desc[0] = (struct vring_desc){(uint64_t)buf, len, VRING_DESC_F_WRITE, 0};
+	avail.ring[avail.idx % qsz] = 0;
+	barrier();
+	avail.idx++;
+	barrier();
+	*(volatile uint16_t *)notify_addr = 0;
+	if (!wait_change16(&used.idx, idx, 5000))
+		return -1;
+	last_used = used.idx;
+	for (unsigned i = 0; i < 1000 && irq_count[VEC_QUEUE] == before; i++)
+		delay_us(100);
+	*irq = irq_count[VEC_QUEUE] != before;
+	return (int)used.ring[idx % qsz].len;
+}
+
+static void check_virtio_rng(void)
+{
+	struct vpci r = {.name = "virtio-rng"};
+	char want[4];
+	uint8_t first[64];
+	bool irq, nonzero = false;
+	int n;
+
+	if (!arg("rng", want, sizeof(want))) {
+		tap_skip("virtio-rng: not asked for (rng=1)");
+		return;
+	}
+	if (!find_virtio(&r, 4, 0x00ff) || !read_caps(&r, false) ||
+	    !virtio_init(&r, 1ull << VIRTIO_F_VERSION_1))
+		return;
+	memset(data, 0, 64);
+	n = rng_request(data, 64, &irq);
+	for (unsigned i = 0; i < 64; i++)
+		nonzero |= data[i] != 0;
+	tap(n == 64 && nonzero, "virtio-rng: 64 random bytes (used length %d)", n);
+	tap(irq, "virtio-rng: completion signalled by MSI-X vector %#x", VEC_QUEUE);
+	memcpy(first, data, 64);
+	n = rng_request(data, 64, &irq);
+	tap(n == 64 && memcmp(first, data, 64), "virtio-rng: a second request gets other bytes");
+	wcc8(CC_STATUS, 0);
+	tap(cc8(CC_STATUS) == 0, "virtio-rng: reset after use (status reads 0)");
 }
 
 /* ---- power-off: FADT PM1a control with \_S5's SLP_TYPa ---- */
@@ -956,6 +1024,7 @@ void user_main(uint32_t start_info)
 	check_acpi();
 	check_smp();
 	check_virtio_blk();
+	check_virtio_rng();
 	print("1..%u\n", tap_count);
 	print("# %u passed, %u failed\n", tap_passed, tap_failed);
 	power_off();

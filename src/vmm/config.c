@@ -40,6 +40,7 @@ void vm_config_usage(FILE *out)
 		"  --disk path=FILE[,readonly=on][,serial=ID]\n"
 		"                         a virtio-blk disk on a raw image whose size is a\n"
 		"                         multiple of 512 bytes; repeat for more (at most %d)\n"
+		"  --rng                  a virtio-rng device fed by the host's getrandom(2)\n"
 		"  --console stdio|file=PATH|none\n"
 		"                         where the serial console (COM1) goes (default stdio;\n"
 		"                         on a terminal: raw mode, Ctrl-A x quits)\n"
@@ -151,6 +152,7 @@ enum {
 	OPT_DISK,
 	OPT_CONSOLE,
 	OPT_NO_REBOOT,
+	OPT_RNG,
 	OPT_VERSION
 };
 
@@ -165,6 +167,7 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 	    {"disk", required_argument, NULL, OPT_DISK},
 	    {"console", required_argument, NULL, OPT_CONSOLE},
 	    {"no-reboot", no_argument, NULL, OPT_NO_REBOOT},
+	    {"rng", no_argument, NULL, OPT_RNG},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, OPT_VERSION},
@@ -214,6 +217,9 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 			break;
 		case OPT_NO_REBOOT:
 			cfg->no_reboot = true;
+			break;
+		case OPT_RNG:
+			cfg->rng = true;
 			break;
 		case 'v':
 			cfg->verbose = true;

@@ -28,6 +28,7 @@ struct vm_config {
 	unsigned cpus;
 	struct blk_config disks[VM_MAX_DISKS];
 	unsigned nr_disks;
+	bool rng; /* a virtio-rng device */
 	enum console_mode console;
 	const char *console_path;
 	bool no_reboot;

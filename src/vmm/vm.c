@@ -21,6 +21,7 @@
 #include "devices/serial.h"
 #include "devices/virtio/blk.h"
 #include "devices/virtio/pci.h"
+#include "devices/virtio/rng.h"
 #include "vmm/boot/acpi.h"
 #include "vmm/boot/boot.h"
 #include "vmm/console.h"
@@ -350,6 +351,16 @@ static int create_devices(struct vm *vm, struct console *console)
 			return err;
 		}
 	}
+	if (cfg->rng) {
+		err = virtio_rng_create("rng0", &vm->mem, &vm->rng);
+		if (!err)
+			err = virtio_pci_create(vm->pci, virtio_rng_dev(vm->rng), &vm->irq,
+						&vm->loop, &vm->rng_pci);
+		if (err) {
+			log_error("rng0: %s", strerror(-err));
+			return err;
+		}
+	}
 	pci_bus_assign_bars(vm->pci);
 	return 0;
 }
@@ -578,6 +589,9 @@ void vm_destroy(struct vm *vm)
 		if (vm->blk[i])
 			virtio_blk_destroy(vm->blk[i]);
 	}
+	if (vm->rng_pci)
+		virtio_pci_destroy(vm->rng_pci);
+	virtio_rng_destroy(vm->rng);
 	if (vm->pci)
 		pci_bus_destroy(vm->pci);
 	if (vm->pm)

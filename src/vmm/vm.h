@@ -26,6 +26,7 @@ struct acpi_pm;
 struct pci_bus;
 struct virtio_blk;
 struct virtio_pci;
+struct virtio_rng;
 struct console;
 
 /* Why the VM stopped; the process's exit status follows from it (see main.c). */
@@ -71,6 +72,8 @@ struct vm {
 	struct pci_bus *pci;
 	struct virtio_blk *blk[VM_MAX_DISKS];
 	struct virtio_pci *blk_pci[VM_MAX_DISKS];
+	struct virtio_rng *rng;
+	struct virtio_pci *rng_pci;
 
 	/* Set once, by the first vm_request_stop(). */
 	pthread_mutex_t exit_lock;

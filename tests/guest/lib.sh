@@ -12,7 +12,7 @@ DISK_SECTORS=256
 DISK_SERIAL=yun-test-disk
 CPUS=2
 MEM=128
-GUEST_CMDLINE="cpus=$CPUS mem=$MEM disk_sectors=$DISK_SECTORS disk_serial=$DISK_SERIAL"
+GUEST_CMDLINE="cpus=$CPUS mem=$MEM disk_sectors=$DISK_SECTORS disk_serial=$DISK_SERIAL rng=1"
 mkdir -p "$LOGS"
 n=0
 

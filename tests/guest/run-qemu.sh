@@ -21,6 +21,7 @@ timeout "${YUN_GUEST_TIMEOUT:-300}" qemu-system-x86_64 -nodefaults -no-user-conf
 	-kernel "$GUEST" -append "$GUEST_CMDLINE" -serial "file:$log" \
 	-drive "if=none,id=d0,format=raw,file=$dir/disk.img" \
 	-device "virtio-blk-pci,drive=d0,disable-legacy=on,serial=$DISK_SERIAL" \
+	-device virtio-rng-pci,disable-legacy=on \
 	</dev/null >"$LOGS/guest-qemu.stderr" 2>&1
 status=$?
 echo "# qemu ($accel) exited with status $status"

@@ -11,13 +11,13 @@ dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 for config in "2 128" "1 4096"; do
 	read -r CPUS MEM <<<"$config"
-	GUEST_CMDLINE="cpus=$CPUS mem=$MEM disk_sectors=$DISK_SECTORS disk_serial=$DISK_SERIAL"
+	GUEST_CMDLINE="cpus=$CPUS mem=$MEM disk_sectors=$DISK_SECTORS disk_serial=$DISK_SERIAL rng=1"
 	what="yun-vmm ${CPUS}cpu/${MEM}M"
 	make_disk "$dir/disk.img"
 	log=$LOGS/guest-yun-$MEM-console.log
 	timeout "${YUN_GUEST_TIMEOUT:-300}" "${BUILD:-build}/yun-vmm" --kernel "$GUEST" \
 		--cpus "$CPUS" --memory "$MEM" --cmdline "$GUEST_CMDLINE" --console "file=$log" \
-		--disk "path=$dir/disk.img,serial=$DISK_SERIAL" --no-reboot \
+		--disk "path=$dir/disk.img,serial=$DISK_SERIAL" --rng --no-reboot \
 		</dev/null >"$LOGS/guest-yun-$MEM.stderr" 2>&1
 	status=$?
 	echo "# $what exited with status $status"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian's unmodified cloud kernel on yun-vmm all the way to userspace: a busybox initramfs
-# loads Linux's own virtio drivers (modules), which find our virtio-blk over PCI with MSI-X;
+# loads Linux's own virtio drivers (modules), which find our virtio-blk over PCI with MSI-X
+# and take our virtio-rng as the hardware RNG;
 # the guest mounts the ext4 disk, writes a file, and powers off through ACPI. The host then
 # reads the file back out of the image. Needs /dev/kvm with real ring-0 virtualization (run
 # through tests/kvmhost/run.sh) and the guest kit in the cache.
@@ -36,10 +37,10 @@ stamp=yun-$$-$RANDOM
 for kernel in vmlinuz vmlinux; do
 	what="Debian $(cat "$kdir/version") $kernel"
 	log=$LOGS/linux-userspace-$kernel.log
-	run="mount,/dev/vda,/mnt;echo,$stamp-$kernel>/mnt/stamp;cat,/sys/block/vda/serial;echo;umount,/mnt;grep,-c,^processor,/proc/cpuinfo"
+	run="mount,/dev/vda,/mnt;echo,$stamp-$kernel>/mnt/stamp;cat,/sys/block/vda/serial;echo;umount,/mnt;grep,-c,^processor,/proc/cpuinfo;cat,/sys/devices/virtual/misc/hw_random/rng_current"
 	start=$(date +%s)
 	timeout "$TIMEOUT" "$VMM" --kernel "$kdir/$kernel" --initrd "$initrd" --cpus 2 --memory 256 \
-		--disk "path=$disk,serial=yun-test-disk" --console "file=$log" \
+		--disk "path=$disk,serial=yun-test-disk" --rng --console "file=$log" \
 		--cmdline "console=ttyS0 panic=-1 yun.run=$run" 2>"$log.stderr"
 	status=$?
 	echo "# $what: exit status $status after $(($(date +%s) - start)) s"
@@ -56,6 +57,7 @@ for kernel in vmlinuz vmlinux; do
 	expect "$what: userspace ran" 'yun-guest: userspace up' "$log"
 	expect "$what: the guest read the disk's serial" '^yun-test-disk' "$log"
 	expect "$what: the guest saw 2 CPUs" $'^2\r?$' "$log"
+	expect "$what: Linux's virtio_rng is the current hardware RNG" $'^virtio_rng\\.0\r?$' "$log"
 	expect "$what: the command finished" 'yun-guest: command exited with status 0' "$log"
 	got=$(debugfs -R 'cat /stamp' "$disk" 2>/dev/null)
 	if [ "$got" = "$stamp-$kernel" ]; then

@@ -584,7 +584,8 @@ static int add_caps(struct virtio_pci *vp)
 
 	if (pci_dev_add_cap(&vp->pci, &common, sizeof(common)) < 0 ||
 	    pci_dev_add_cap(&vp->pci, &isr, sizeof(isr)) < 0 ||
-	    pci_dev_add_cap(&vp->pci, &dev, sizeof(dev)) < 0 ||
+	    /* A device without configuration (virtio-rng) has no device capability. */
+	    (d->config_size && pci_dev_add_cap(&vp->pci, &dev, sizeof(dev)) < 0) ||
 	    pci_dev_add_cap(&vp->pci, &notify, sizeof(notify)) < 0)
 		return -ENOSPC;
 	at = pci_dev_add_cap(&vp->pci, &cfg, sizeof(cfg));
