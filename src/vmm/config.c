@@ -41,6 +41,9 @@ void vm_config_usage(FILE *out)
 		"                         a virtio-blk disk on a raw image whose size is a\n"
 		"                         multiple of 512 bytes; repeat for more (at most %d)\n"
 		"  --rng                  a virtio-rng device fed by the host's getrandom(2)\n"
+		"  --net tap=NAME[,mac=52:54:00:12:34:56]\n"
+		"                         a virtio-net NIC on a tap device (created if it does\n"
+		"                         not exist: needs CAP_NET_ADMIN)\n"
 		"  --console stdio|file=PATH|none\n"
 		"                         where the serial console (COM1) goes (default stdio;\n"
 		"                         on a terminal: raw mode, Ctrl-A x quits)\n"
@@ -127,6 +130,61 @@ static int parse_disk(struct vm_config *cfg, char *arg)
 	return 0;
 }
 
+/* --net tap=NAME[,mac=52:54:00:12:34:56] */
+static int parse_net(struct vm_config *cfg, char *arg)
+{
+	struct net_config *n = &cfg->net;
+	char *save = NULL;
+
+	if (cfg->has_net) {
+		fprintf(stderr, "yun-vmm: --net: one NIC for now\n");
+		return -EINVAL;
+	}
+	memset(n, 0, sizeof(*n));
+	memcpy(n->mac, (const uint8_t[]){0x52, 0x54, 0x00, 0x12, 0x34, 0x56}, 6);
+	for (char *kv = strtok_r(arg, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+		char *val = strchr(kv, '=');
+		unsigned m[6];
+		char end;
+
+		if (!val) {
+			fprintf(stderr, "yun-vmm: --net: '%s' is not key=value\n", kv);
+			return -EINVAL;
+		}
+		*val++ = '\0';
+		if (!strcmp(kv, "tap")) {
+			if (!*val || strlen(val) >= sizeof(n->tap) || strchr(val, '/')) {
+				fprintf(stderr,
+					"yun-vmm: --net: tap name '%s': 1 to %zu characters\n", val,
+					sizeof(n->tap) - 1);
+				return -EINVAL;
+			}
+			snprintf(n->tap, sizeof(n->tap), "%s", val);
+		} else if (!strcmp(kv, "mac")) {
+			if (sscanf(val, "%2x:%2x:%2x:%2x:%2x:%2x%c", &m[0], &m[1], &m[2], &m[3],
+				   &m[4], &m[5], &end) != 6 ||
+			    strlen(val) != 17 || (m[0] & 1)) {
+				fprintf(stderr,
+					"yun-vmm: --net: mac=%s: want a unicast address like "
+					"52:54:00:12:34:56\n",
+					val);
+				return -EINVAL;
+			}
+			for (int i = 0; i < 6; i++)
+				n->mac[i] = (uint8_t)m[i];
+		} else {
+			fprintf(stderr, "yun-vmm: --net: unknown key '%s'\n", kv);
+			return -EINVAL;
+		}
+	}
+	if (!n->tap[0]) {
+		fprintf(stderr, "yun-vmm: --net: tap=NAME is required\n");
+		return -EINVAL;
+	}
+	cfg->has_net = true;
+	return 0;
+}
+
 static int parse_console(struct vm_config *cfg, const char *arg)
 {
 	if (!strcmp(arg, "stdio")) {
@@ -153,6 +211,7 @@ enum {
 	OPT_CONSOLE,
 	OPT_NO_REBOOT,
 	OPT_RNG,
+	OPT_NET,
 	OPT_VERSION
 };
 
@@ -168,6 +227,7 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 	    {"console", required_argument, NULL, OPT_CONSOLE},
 	    {"no-reboot", no_argument, NULL, OPT_NO_REBOOT},
 	    {"rng", no_argument, NULL, OPT_RNG},
+	    {"net", required_argument, NULL, OPT_NET},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, OPT_VERSION},
@@ -220,6 +280,10 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 			break;
 		case OPT_RNG:
 			cfg->rng = true;
+			break;
+		case OPT_NET:
+			if (parse_net(cfg, optarg))
+				return -EINVAL;
 			break;
 		case 'v':
 			cfg->verbose = true;

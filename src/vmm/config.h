@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #include "devices/virtio/blk.h"
+#include "devices/virtio/net.h"
 
 #define VM_MAX_DISKS   8
 #define VM_MAX_CPUS    255
@@ -29,6 +30,8 @@ struct vm_config {
 	struct blk_config disks[VM_MAX_DISKS];
 	unsigned nr_disks;
 	bool rng; /* a virtio-rng device */
+	bool has_net;
+	struct net_config net; /* one virtio-net NIC on a tap */
 	enum console_mode console;
 	const char *console_path;
 	bool no_reboot;

@@ -20,6 +20,7 @@
 #include "devices/rtc.h"
 #include "devices/serial.h"
 #include "devices/virtio/blk.h"
+#include "devices/virtio/net.h"
 #include "devices/virtio/pci.h"
 #include "devices/virtio/rng.h"
 #include "vmm/boot/acpi.h"
@@ -351,6 +352,16 @@ static int create_devices(struct vm *vm, struct console *console)
 			return err;
 		}
 	}
+	if (cfg->has_net) {
+		err = virtio_net_create(&cfg->net, "net0", &vm->mem, &vm->loop, &vm->net);
+		if (!err)
+			err = virtio_pci_create(vm->pci, virtio_net_dev(vm->net), &vm->irq,
+						&vm->loop, &vm->net_pci);
+		if (err) {
+			log_error("net0: %s", strerror(-err));
+			return err;
+		}
+	}
 	if (cfg->rng) {
 		err = virtio_rng_create("rng0", &vm->mem, &vm->rng);
 		if (!err)
@@ -589,6 +600,9 @@ void vm_destroy(struct vm *vm)
 		if (vm->blk[i])
 			virtio_blk_destroy(vm->blk[i]);
 	}
+	if (vm->net_pci)
+		virtio_pci_destroy(vm->net_pci);
+	virtio_net_destroy(vm->net);
 	if (vm->rng_pci)
 		virtio_pci_destroy(vm->rng_pci);
 	virtio_rng_destroy(vm->rng);

@@ -26,6 +26,7 @@ struct acpi_pm;
 struct pci_bus;
 struct virtio_blk;
 struct virtio_pci;
+struct virtio_net;
 struct virtio_rng;
 struct console;
 
@@ -72,6 +73,8 @@ struct vm {
 	struct pci_bus *pci;
 	struct virtio_blk *blk[VM_MAX_DISKS];
 	struct virtio_pci *blk_pci[VM_MAX_DISKS];
+	struct virtio_net *net;
+	struct virtio_pci *net_pci;
 	struct virtio_rng *rng;
 	struct virtio_pci *rng_pci;
 

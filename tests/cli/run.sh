@@ -54,6 +54,10 @@ expect 1 "'foo' is not key=value" "a malformed --disk is refused" -- --kernel "$
 expect 1 'readonly=maybe' "a bad readonly= value is refused" -- --kernel "$kernel" --disk "path=$tmp/good.img,readonly=maybe"
 expect 1 'unknown key' "an unknown --disk key is refused" -- --kernel "$kernel" --disk "path=$tmp/good.img,cache=none"
 expect 1 'given twice' "the same disk twice is refused" -- --kernel "$kernel" --disk "path=$tmp/good.img" --disk "path=$tmp/good.img"
+expect 1 'tap=NAME is required' "--net without a tap is refused" -- --kernel "$kernel" --net mac=52:54:00:00:00:01
+expect 1 'want a unicast address' "a multicast --net mac is refused" -- --kernel "$kernel" --net tap=t0,mac=01:00:5e:00:00:01
+expect 1 'want a unicast address' "a malformed --net mac is refused" -- --kernel "$kernel" --net tap=t0,mac=52:54:00:00:00
+expect 1 '1 to 15 characters' "an over-long tap name is refused" -- --kernel "$kernel" --net tap=abcdefghijklmnop
 expect 1 'console bogus' "a bad --console is refused" -- --kernel "$kernel" --console bogus
 expect 1 "unknown option '--bogus'" "an unknown option is refused" -- --kernel "$kernel" --bogus
 expect 1 'needs a value' "an option without its value is refused" -- --kernel

@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * virtio-net (virtio 1.2 §5.1) on a Linux tap device, in user space (these hosts have no
+ * vhost-net). One queue pair. The tap carries the 12-byte virtio-net header (IFF_VNET_HDR), so
+ * checksum and segmentation offloads pass between guest and host untouched: transmit is one
+ * writev(2) straight from guest memory; receive reads into the guest's buffer when one chain
+ * holds the largest packet, and otherwise through one bounce buffer into mergeable buffers.
+ */
+#ifndef YUN_DEVICES_VIRTIO_NET_H
+#define YUN_DEVICES_VIRTIO_NET_H
+
+#include <stdint.h>
+
+#include "common/event_loop.h"
+#include "devices/virtio/virtio.h"
+
+struct net_config {
+	char tap[16]; /* IFNAMSIZ: the tap to open, created if it does not exist */
+	uint8_t mac[6];
+};
+
+struct net_stats {
+	uint64_t rx_packets, rx_bytes, rx_dropped;
+	uint64_t tx_packets, tx_bytes, tx_dropped;
+};
+
+struct virtio_net;
+
+int virtio_net_create(const struct net_config *cfg, const char *id, const struct guest_mem *mem,
+		      struct event_loop *loop, struct virtio_net **out);
+struct virtio_dev *virtio_net_dev(struct virtio_net *n);
+void virtio_net_stats(struct virtio_net *n, struct net_stats *out);
+void virtio_net_destroy(struct virtio_net *n);
+
+#endif
