@@ -51,6 +51,7 @@ struct virtio_net {
 	char id[16];
 	char tap[IFNAMSIZ];
 	int fd;
+	bool is_tap; /* offloads are set on a tap; other backends take what they are given */
 	struct event_loop *loop;
 	struct virtio_net_config config;
 	struct net_stats stats;
@@ -271,6 +272,9 @@ static void net_rx(struct virtio_net *n)
 		return;
 	}
 	for (;;) {
+		/* Every buffer the driver has made available up to here gets tried below. */
+		uint16_t seen = vq->avail->idx;
+
 		while ((r = net_rx_one(n)) == 1)
 			delivered++;
 		if (r < 0) {
@@ -280,23 +284,28 @@ static void net_rx(struct virtio_net *n)
 		}
 		if (!n->rx_waiting)
 			break; /* the tap is empty */
-		/* Out of buffers: ask for a kick, then look once more for buffers that raced. */
+		/* Out of buffers: ask for a kick, then go on only if the driver added buffers
+		 * meanwhile (a packet held back may need more than one). */
 		virtq_set_notification(vq, true);
-		if (vq->avail->idx == vq->last_avail_idx)
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		if (vq->avail->idx == seen)
 			break;
 	}
 	if (delivered)
 		virtio_queue_notify_driver(d, RXQ);
 }
 
-/* The tap became readable (edge-triggered: read until it is empty or buffers run out). */
-static void on_tap(void *opaque, uint32_t events)
+void virtio_net_poll_rx(struct virtio_net *n)
 {
-	struct virtio_net *n = opaque;
-
 	pthread_mutex_lock(&n->vdev.lock);
 	net_rx(n);
 	pthread_mutex_unlock(&n->vdev.lock);
+}
+
+/* The tap became readable (edge-triggered: read until it is empty or buffers run out). */
+static void on_tap(void *opaque, uint32_t events)
+{
+	virtio_net_poll_rx(opaque);
 }
 
 static void net_queue_notify(struct virtio_dev *d, unsigned q)
@@ -330,7 +339,7 @@ static int net_activate(struct virtio_dev *d)
 		    virtio_has_feature(d, VIRTIO_NET_F_GUEST_ECN))
 			off |= TUN_F_TSO_ECN;
 	}
-	if (ioctl(n->fd, TUNSETOFFLOAD, off) < 0) {
+	if (n->is_tap && ioctl(n->fd, TUNSETOFFLOAD, off) < 0) {
 		log_error("%s: TUNSETOFFLOAD %#x: %s", d->id, off, strerror(errno));
 		return -errno;
 	}
@@ -391,7 +400,15 @@ int virtio_net_create(const struct net_config *cfg, const char *id, const struct
 
 	if (!n)
 		return -ENOMEM;
-	n->fd = open_tap(cfg->tap);
+	if (cfg->tap[0]) {
+		n->fd = open_tap(cfg->tap);
+		n->is_tap = true;
+	} else {
+		struct ifreq ifr;
+
+		n->fd = cfg->fd >= 0 ? cfg->fd : -EBADF;
+		n->is_tap = n->fd >= 0 && ioctl(n->fd, TUNGETIFF, &ifr) == 0;
+	}
 	if (n->fd < 0) {
 		err = n->fd;
 		free(n);

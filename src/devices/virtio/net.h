@@ -16,6 +16,10 @@
 
 struct net_config {
 	char tap[16]; /* IFNAMSIZ: the tap to open, created if it does not exist */
+	/* With tap empty: a backend already open (a tap fd set up with IFF_VNET_HDR and a
+	 * 12-byte header, as a management layer passes one; or a SOCK_SEQPACKET socket carrying
+	 * header and frame, which tests use). Non-blocking; the device owns it from then on. */
+	int fd;
 	uint8_t mac[6];
 };
 
@@ -29,6 +33,8 @@ struct virtio_net;
 int virtio_net_create(const struct net_config *cfg, const char *id, const struct guest_mem *mem,
 		      struct event_loop *loop, struct virtio_net **out);
 struct virtio_dev *virtio_net_dev(struct virtio_net *n);
+/* Receive what the backend holds, as the event loop does when it becomes readable. */
+void virtio_net_poll_rx(struct virtio_net *n);
 void virtio_net_stats(struct virtio_net *n, struct net_stats *out);
 void virtio_net_destroy(struct virtio_net *n);
 
