@@ -29,8 +29,10 @@ kdir=$(YUN_OFFLINE=1 guest/kit/debian-kernel.sh) && initrd=$(YUN_OFFLINE=1 guest
 }
 ns=yun-test-$$
 dir=$(mktemp -d)
+listeners=
 cleanup() {
 	ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null
+	[ -z "$listeners" ] || kill $listeners 2>/dev/null
 	ip netns del "$ns" 2>/dev/null
 	rm -rf "$dir"
 }
@@ -57,8 +59,10 @@ for _ in $(seq 100); do in_ns ip link show yuntap0 >/dev/null 2>&1 && break; sle
 in_ns ip addr add 10.0.2.1/24 dev yuntap0
 in_ns ip link set yuntap0 up
 # The host's ends: a receiver that keeps its side open, and a sender.
-(sleep 600 | in_ns busybox nc -l -p 5000 >"$dir/from-guest") &
-(in_ns busybox nc -l -p 5001 <"$dir/to-guest") &
+# (sleep holds nc's stdin open: busybox nc stops at EOF there; it must not hold the test's output.)
+sleep 600 2>/dev/null | in_ns busybox nc -l -p 5000 >"$dir/from-guest" &
+listeners=$(jobs -p) # the sleep
+in_ns busybox nc -l -p 5001 <"$dir/to-guest" &
 wait "$vmm"
 status=$?
 echo "# exit status $status after $(($(date +%s) - start)) s; $(grep 'net0:' "$log.stderr")"
