@@ -24,18 +24,26 @@
 #define SECTORS	 64
 #define QSZ	 16
 
-#define T_IN	 0
-#define T_OUT	 1
-#define T_FLUSH	 4
-#define T_GET_ID 8
-#define S_OK	 0
-#define S_IOERR	 1
-#define S_UNSUPP 2
+#define T_IN	  0
+#define T_OUT	  1
+#define T_FLUSH	  4
+#define T_GET_ID  8
+#define T_DISCARD 11
+#define T_WZEROES 13
+#define S_OK	  0
+#define S_IOERR	  1
+#define S_UNSUPP  2
 
 /* Where a request's pieces live in guest RAM. */
 #define HDR_GPA	   (VD_DATA_GPA)
 #define DATA_GPA   (VD_DATA_GPA + 0x1000)
 #define STATUS_GPA (VD_DATA_GPA + 0x8000)
+
+/* struct virtio_blk_discard_write_zeroes (§5.2.6), as the driver lays it out. */
+struct blk_range_le {
+	uint64_t sector;
+	uint32_t num_sectors, flags;
+};
 
 struct fixture {
 	struct guest_mem m;
@@ -264,7 +272,7 @@ static void test_unsupported(void **state)
 	struct fixture *f = *state;
 
 	assert_int_equal(request(f, 0x7f, 0, 512, true), S_UNSUPP);
-	assert_int_equal(request(f, 11 /* DISCARD, not offered */, 0, 512, false), S_UNSUPP);
+	assert_int_equal(request(f, 10 /* GET_LIFETIME, not offered */, 0, 512, true), S_UNSUPP);
 	assert_false(f->dev->broken);
 }
 
@@ -356,6 +364,146 @@ static void test_not_ready(void **state)
 	assert_false(f->dev->broken);
 }
 
+/* A discard or write-zeroes request of `n` ranges laid out at DATA_GPA; returns the status. */
+static uint8_t range_request(struct fixture *f, uint32_t type, const struct blk_range_le *r,
+			     unsigned n)
+{
+	memcpy(f->ram + DATA_GPA, r, n * sizeof(*r));
+	return request(f, type, 0, (uint32_t)(n * sizeof(*r)), false);
+}
+
+static bool file_is_zero(struct fixture *f, unsigned first, unsigned count)
+{
+	uint8_t got[512], zero[512] = {0};
+
+	for (unsigned s = first; s < first + count; s++) {
+		file_sector(f, s, got);
+		if (memcmp(got, zero, 512))
+			return false;
+	}
+	return true;
+}
+
+static bool file_has_pattern(struct fixture *f, unsigned first, unsigned count)
+{
+	uint8_t got[512], want[512];
+
+	for (unsigned s = first; s < first + count; s++) {
+		file_sector(f, s, got);
+		sector_pattern(want, s);
+		if (memcmp(got, want, 512))
+			return false;
+	}
+	return true;
+}
+
+static void test_discard_and_write_zeroes(void **state)
+{
+	struct fixture *f = *state;
+	struct virtio_blk_config_le {
+		uint64_t capacity;
+		uint8_t skip[28];
+		uint32_t max_discard_sectors, max_discard_seg, discard_sector_alignment;
+		uint32_t max_write_zeroes_sectors, max_write_zeroes_seg;
+		uint8_t write_zeroes_may_unmap;
+	} __attribute__((packed)) cfg;
+	struct blk_range_le r[2] = {{8, 8, 0}, {40, 3, 0}};
+
+	assert_true(f->dev->device_features & (1ULL << 13)); /* DISCARD */
+	assert_true(f->dev->device_features & (1ULL << 14)); /* WRITE_ZEROES */
+	f->dev->ops->config_read(f->dev, 0, &cfg, sizeof(cfg));
+	assert_int_equal(cfg.capacity, SECTORS);
+	assert_true(cfg.max_discard_sectors >= 8 && cfg.max_discard_seg >= 2);
+	assert_true(cfg.max_write_zeroes_sectors >= 8 && cfg.max_write_zeroes_seg >= 2);
+	assert_int_equal(cfg.write_zeroes_may_unmap, 1);
+
+	/* Two ranges zeroed in place; the sectors around them keep their data. */
+	assert_int_equal(range_request(f, T_WZEROES, r, 2), S_OK);
+	assert_true(file_is_zero(f, 8, 8) && file_is_zero(f, 40, 3));
+	assert_true(file_has_pattern(f, 0, 8) && file_has_pattern(f, 16, 24));
+	assert_true(file_has_pattern(f, 43, SECTORS - 43));
+	/* With unmap allowed: a hole, which reads back as zeroes too. */
+	r[0] = (struct blk_range_le){20, 4, 1};
+	assert_int_equal(range_request(f, T_WZEROES, r, 1), S_OK);
+	assert_true(file_is_zero(f, 20, 4) && file_has_pattern(f, 24, 16));
+	/* A discard: afterwards the range holds zeroes or its old data, never anything else;
+	 * the file keeps its size. */
+	r[0] = (struct blk_range_le){48, 8, 0};
+	assert_int_equal(range_request(f, T_DISCARD, r, 1), S_OK);
+	assert_true(file_is_zero(f, 48, 8) || file_has_pattern(f, 48, 8));
+	assert_true(file_has_pattern(f, 56, 8));
+	assert_int_equal(lseek(f->fd, 0, SEEK_END), SECTORS * 512);
+
+	struct blk_stats st;
+	virtio_blk_stats(f->blk, &st);
+	assert_int_equal(st.write_zeroes, 3);
+	assert_int_equal(st.discards, 1);
+	assert_false(f->dev->broken);
+}
+
+static void test_bad_ranges(void **state)
+{
+	struct fixture *f = *state;
+	struct blk_range_le r[40] = {{0}};
+
+	/* Unmap on a discard and unknown flags are unsupported (§5.2.6.2). */
+	r[0] = (struct blk_range_le){0, 8, 1};
+	assert_int_equal(range_request(f, T_DISCARD, r, 1), S_UNSUPP);
+	r[0].flags = 2;
+	assert_int_equal(range_request(f, T_WZEROES, r, 1), S_UNSUPP);
+	/* A good range before a bad one: nothing is done at all. */
+	r[0] = (struct blk_range_le){0, 8, 0};
+	r[1] = (struct blk_range_le){SECTORS - 2, 4, 0};
+	assert_int_equal(range_request(f, T_WZEROES, r, 2), S_IOERR);
+	r[1] = (struct blk_range_le){UINT64_MAX / 512 + 1, 1, 0};
+	assert_int_equal(range_request(f, T_WZEROES, r, 2), S_IOERR);
+	r[1] = (struct blk_range_le){0, UINT32_MAX, 0};
+	assert_int_equal(range_request(f, T_DISCARD, r, 2), S_IOERR);
+	assert_true(file_has_pattern(f, 0, SECTORS));
+	/* More segments than offered, none at all, or a length that is not whole ranges. */
+	for (unsigned i = 0; i < 40; i++)
+		r[i] = (struct blk_range_le){0, 1, 0};
+	assert_int_equal(range_request(f, T_WZEROES, r, 40), S_IOERR);
+	assert_int_equal(request(f, T_WZEROES, 0, 0, false), S_IOERR);
+	assert_int_equal(request(f, T_DISCARD, 0, 20, false), S_IOERR);
+	/* The ranges in a device-writable buffer. */
+	assert_int_equal(request(f, T_WZEROES, 0, 16, true), S_IOERR);
+	assert_true(file_has_pattern(f, 0, SECTORS));
+	assert_false(f->dev->broken);
+}
+
+static void test_readonly_no_discard(void **state)
+{
+	struct fixture *f = *state;
+	struct blk_range_le r = {0, 8, 0};
+
+	assert_false(f->dev->device_features & (1ULL << 13));
+	assert_false(f->dev->device_features & (1ULL << 14));
+	assert_int_equal(range_request(f, T_DISCARD, &r, 1), S_IOERR);
+	assert_int_equal(range_request(f, T_WZEROES, &r, 1), S_IOERR);
+	assert_true(file_has_pattern(f, 0, SECTORS));
+}
+
+/* One writer or many readers, across open files (the fixture's device holds one). */
+static void test_image_lock(void **state)
+{
+	struct fixture *f = *state;
+	struct blk_config rw = {.path = f->path}, ro = {.path = f->path, .readonly = true};
+	struct virtio_blk *b = NULL;
+
+	assert_int_equal(virtio_blk_create(&rw, "disk1", &f->m, &b), -EBUSY);
+	assert_null(b);
+	assert_int_equal(virtio_blk_create(&ro, "disk1", &f->m, &b), -EBUSY);
+	/* Once the writer is gone, readers share the image, and keep a writer out. */
+	virtio_blk_destroy(f->blk);
+	f->blk = NULL;
+	assert_int_equal(virtio_blk_create(&ro, "disk1", &f->m, &b), 0);
+	assert_int_equal(virtio_blk_create(&ro, "disk2", &f->m, &f->blk), 0);
+	struct virtio_blk *w = NULL;
+	assert_int_equal(virtio_blk_create(&rw, "disk3", &f->m, &w), -EBUSY);
+	virtio_blk_destroy(b);
+}
+
 static void test_size_not_multiple_of_512(void **state)
 {
 	char path[] = "/tmp/yun-test-blk-XXXXXX";
@@ -391,6 +539,10 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_malformed_chain, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_buffer_outside_ram, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_not_ready, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_discard_and_write_zeroes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_ranges, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_readonly_no_discard, setup_readonly, teardown),
+	    cmocka_unit_test_setup_teardown(test_image_lock, setup, teardown),
 	    cmocka_unit_test(test_size_not_multiple_of_512),
 	};
 

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -17,22 +18,33 @@
 #define VIRTIO_BLK_F_RO	      5
 #define VIRTIO_BLK_F_BLK_SIZE 6
 #define VIRTIO_BLK_F_FLUSH    9
+#define VIRTIO_BLK_F_DISCARD  13
+#define VIRTIO_BLK_F_WZEROES  14
 
 /* §5.2.6 request types and status values. */
-#define VIRTIO_BLK_T_IN	    0
-#define VIRTIO_BLK_T_OUT    1
-#define VIRTIO_BLK_T_FLUSH  4
-#define VIRTIO_BLK_T_GET_ID 8
-#define VIRTIO_BLK_S_OK	    0
-#define VIRTIO_BLK_S_IOERR  1
-#define VIRTIO_BLK_S_UNSUPP 2
+#define VIRTIO_BLK_T_IN	     0
+#define VIRTIO_BLK_T_OUT     1
+#define VIRTIO_BLK_T_FLUSH   4
+#define VIRTIO_BLK_T_GET_ID  8
+#define VIRTIO_BLK_T_DISCARD 11
+#define VIRTIO_BLK_T_WZEROES 13
+#define VIRTIO_BLK_S_OK	     0
+#define VIRTIO_BLK_S_IOERR   1
+#define VIRTIO_BLK_S_UNSUPP  2
 
 #define SECTOR_SIZE  512
 #define QUEUE_SIZE   256
 #define ID_BYTES     20
 #define HEADER_BYTES 16
 
-/* §5.2.4, up to num_queues; fields past it are for features we do not offer. */
+/* Discard and write-zeroes: segments per request, sectors per segment, and the granularity
+ * Linux aligns discards to (4 KiB, the host filesystem's block). */
+#define MAX_RANGE_SEGS	  32
+#define MAX_RANGE_SECTORS (1u << 22) /* 2 GiB */
+#define DISCARD_ALIGN	  8
+#define RANGE_F_UNMAP	  1u
+
+/* §5.2.4, up to the write-zeroes fields; fields past them are for features not offered. */
 struct virtio_blk_config {
 	uint64_t capacity;
 	uint32_t size_max;
@@ -48,7 +60,21 @@ struct virtio_blk_config {
 	uint8_t writeback;
 	uint8_t unused0;
 	uint16_t num_queues;
+	uint32_t max_discard_sectors;
+	uint32_t max_discard_seg;
+	uint32_t discard_sector_alignment;
+	uint32_t max_write_zeroes_sectors;
+	uint32_t max_write_zeroes_seg;
+	uint8_t write_zeroes_may_unmap;
+	uint8_t unused1[3];
 } __attribute__((packed));
+
+/* One range of a discard or write-zeroes request (§5.2.6). */
+struct blk_range {
+	uint64_t sector;
+	uint32_t num_sectors;
+	uint32_t flags;
+};
 
 struct virtio_blk {
 	struct virtio_dev vdev;
@@ -141,6 +167,87 @@ static bool in_range(const struct virtio_blk *b, uint64_t sector, uint64_t len)
 	       len / SECTOR_SIZE <= b->capacity - sector;
 }
 
+static int punch(struct virtio_blk *b, int mode, uint64_t off, uint64_t len)
+{
+	int r;
+
+	do
+		r = fallocate(b->fd, mode | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : 0;
+}
+
+/* Zeroes by writing them, for files whose filesystem cannot zero a range itself. */
+static int write_zeroes_slowly(struct virtio_blk *b, uint64_t off, uint64_t len)
+{
+	static const uint8_t zeroes[64 * 1024];
+
+	while (len) {
+		size_t n = len < sizeof(zeroes) ? (size_t)len : sizeof(zeroes);
+		ssize_t w = pwrite(b->fd, zeroes, n, (off_t)off);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+		off += (uint64_t)w;
+		len -= (uint64_t)w;
+	}
+	return 0;
+}
+
+/*
+ * DISCARD and WRITE_ZEROES: the data is an array of ranges. A discard punches a hole (it is a
+ * hint: a filesystem without holes makes it a no-op); write-zeroes zeroes the range in place,
+ * punching a hole when the driver allows unmapping, writing zeroes when nothing else works.
+ */
+static uint8_t blk_ranges(struct virtio_blk *b, const struct virtq_chain *c, bool discard)
+{
+	struct blk_range r[MAX_RANGE_SEGS];
+	uint64_t bytes = c->out_len - HEADER_BYTES;
+	unsigned n = (unsigned)(bytes / sizeof(r[0]));
+
+	if (b->readonly || c->in_len != 1 || bytes % sizeof(r[0]) || n == 0 || n > MAX_RANGE_SEGS)
+		return VIRTIO_BLK_S_IOERR;
+	iov_to_buf(c->out, c->nr_out, HEADER_BYTES, r, bytes);
+	/* Check every range before touching the file: a bad request changes nothing. */
+	for (unsigned i = 0; i < n; i++) {
+		/* §5.2.6.2: unmap on a discard, or any unknown flag, is unsupported. */
+		if (r[i].flags & ~(discard ? 0 : RANGE_F_UNMAP))
+			return VIRTIO_BLK_S_UNSUPP;
+		if (r[i].num_sectors > MAX_RANGE_SECTORS ||
+		    !in_range(b, r[i].sector, (uint64_t)r[i].num_sectors * SECTOR_SIZE))
+			return VIRTIO_BLK_S_IOERR;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t off = r[i].sector * SECTOR_SIZE,
+			 len = (uint64_t)r[i].num_sectors * SECTOR_SIZE;
+		int err;
+
+		if (!len)
+			continue;
+		if (discard) {
+			err = punch(b, FALLOC_FL_PUNCH_HOLE, off, len);
+			if (err == -EOPNOTSUPP)
+				err = 0;
+			b->stats.discards++;
+		} else {
+			err = punch(b,
+				    (r[i].flags & RANGE_F_UNMAP) ? FALLOC_FL_PUNCH_HOLE
+								 : FALLOC_FL_ZERO_RANGE,
+				    off, len);
+			if (err == -EOPNOTSUPP)
+				err = punch(b, FALLOC_FL_ZERO_RANGE, off, len);
+			if (err == -EOPNOTSUPP)
+				err = write_zeroes_slowly(b, off, len);
+			b->stats.write_zeroes++;
+		}
+		if (err)
+			return VIRTIO_BLK_S_IOERR;
+	}
+	return VIRTIO_BLK_S_OK;
+}
+
 /* Serve one request; returns the bytes written into device-writable buffers, or -1 for a
  * chain too malformed to answer (no header or no status byte). */
 static int64_t blk_handle_request(struct virtio_blk *b, struct virtq_chain *c)
@@ -202,6 +309,10 @@ static int64_t blk_handle_request(struct virtio_blk *b, struct virtq_chain *c)
 		written = iov_from_buf(c->in, c->nr_in, 0, id, len < ID_BYTES ? len : ID_BYTES);
 		break;
 	}
+	case VIRTIO_BLK_T_DISCARD:
+	case VIRTIO_BLK_T_WZEROES:
+		status = blk_ranges(b, c, hdr.type == VIRTIO_BLK_T_DISCARD);
+		break;
 	default:
 		status = VIRTIO_BLK_S_UNSUPP;
 		break;
@@ -274,6 +385,25 @@ static const struct virtio_dev_ops blk_ops = {
     .reset = blk_reset,
 };
 
+/*
+ * One writer or many readers per image, across processes: an open file description lock
+ * (fcntl F_OFD_SETLK, released when the fd closes), the kind QEMU takes too.
+ */
+static int lock_image(int fd, const struct blk_config *cfg)
+{
+	struct flock l = {.l_type = cfg->readonly ? F_RDLCK : F_WRLCK, .l_whence = SEEK_SET};
+
+	if (fcntl(fd, F_OFD_SETLK, &l) == 0)
+		return 0;
+	if (errno == EAGAIN || errno == EACCES)
+		log_error("disk %s: in use: %s holds a lock on the image (another VM, or another "
+			  "--disk of this one)",
+			  cfg->path, cfg->readonly ? "a writer" : "a reader or a writer");
+	else
+		log_error("disk %s: lock: %s", cfg->path, strerror(errno));
+	return -1;
+}
+
 int virtio_blk_create(const struct blk_config *cfg, const char *id, const struct guest_mem *mem,
 		      struct virtio_blk **out)
 {
@@ -287,6 +417,10 @@ int virtio_blk_create(const struct blk_config *cfg, const char *id, const struct
 	if (b->fd < 0 || fstat(b->fd, &st) < 0) {
 		err = -errno;
 		log_error("disk %s: %s", cfg->path, strerror(errno));
+		goto err;
+	}
+	if (lock_image(b->fd, cfg) < 0) {
+		err = -EBUSY;
 		goto err;
 	}
 	if (st.st_size % SECTOR_SIZE) {
@@ -304,13 +438,19 @@ int virtio_blk_create(const struct blk_config *cfg, const char *id, const struct
 	b->config.seg_max = QUEUE_SIZE - 2;
 	b->config.blk_size = SECTOR_SIZE;
 	b->config.num_queues = 1;
+	b->config.max_discard_sectors = b->config.max_write_zeroes_sectors = MAX_RANGE_SECTORS;
+	b->config.max_discard_seg = b->config.max_write_zeroes_seg = MAX_RANGE_SEGS;
+	b->config.discard_sector_alignment = DISCARD_ALIGN;
+	b->config.write_zeroes_may_unmap = 1;
 
 	virtio_dev_init(&b->vdev, &blk_ops, b, b->id, mem, 1, QUEUE_SIZE);
 	b->vdev.config_size = sizeof(b->config);
-	b->vdev.device_features = (1ULL << VIRTIO_BLK_F_SEG_MAX) | (1ULL << VIRTIO_BLK_F_BLK_SIZE) |
-				  (1ULL << VIRTIO_BLK_F_FLUSH) | (1ULL << VIRTIO_F_INDIRECT_DESC) |
-				  (1ULL << VIRTIO_F_EVENT_IDX) |
-				  (cfg->readonly ? 1ULL << VIRTIO_BLK_F_RO : 0);
+	b->vdev.device_features =
+	    (1ULL << VIRTIO_BLK_F_SEG_MAX) | (1ULL << VIRTIO_BLK_F_BLK_SIZE) |
+	    (1ULL << VIRTIO_BLK_F_FLUSH) | (1ULL << VIRTIO_F_INDIRECT_DESC) |
+	    (1ULL << VIRTIO_F_EVENT_IDX) |
+	    (cfg->readonly ? 1ULL << VIRTIO_BLK_F_RO
+			   : (1ULL << VIRTIO_BLK_F_DISCARD) | (1ULL << VIRTIO_BLK_F_WZEROES));
 	*out = b;
 	return 0;
 err:
@@ -336,6 +476,16 @@ void virtio_blk_destroy(struct virtio_blk *b)
 {
 	if (!b)
 		return;
+	if (b->stats.reads || b->stats.writes || b->stats.flushes || b->stats.discards ||
+	    b->stats.write_zeroes || b->stats.errors)
+		log_info(
+		    "%s: %llu reads %llu bytes; %llu writes %llu bytes; %llu flushes, %llu "
+		    "discards, %llu write-zeroes, %llu errors",
+		    b->id, (unsigned long long)b->stats.reads,
+		    (unsigned long long)b->stats.bytes_read, (unsigned long long)b->stats.writes,
+		    (unsigned long long)b->stats.bytes_written,
+		    (unsigned long long)b->stats.flushes, (unsigned long long)b->stats.discards,
+		    (unsigned long long)b->stats.write_zeroes, (unsigned long long)b->stats.errors);
 	close(b->fd);
 	pthread_mutex_destroy(&b->vdev.lock);
 	free(b);

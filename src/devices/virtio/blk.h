@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * virtio-blk (virtio 1.2 §5.2) on a raw image file: a read is a file read, a write a file
- * write, a flush fdatasync(2). One request queue.
+ * write, a flush fdatasync(2), a discard a hole punched, write-zeroes a range zeroed in place.
+ * One request queue. The image is locked: one writer, or any number of readers.
  */
 #ifndef YUN_DEVICES_VIRTIO_BLK_H
 #define YUN_DEVICES_VIRTIO_BLK_H
@@ -18,13 +19,14 @@ struct blk_config {
 };
 
 struct blk_stats {
-	uint64_t reads, writes, flushes, errors;
+	uint64_t reads, writes, flushes, discards, write_zeroes, errors;
 	uint64_t bytes_read, bytes_written;
 };
 
 struct virtio_blk;
 
-/* Open the image; a size that is not a multiple of 512 is refused with -EINVAL. */
+/* Open and lock the image; a size that is not a multiple of 512 is refused with -EINVAL, an
+ * image another process holds (a writer, or any holder when we would write) with -EBUSY. */
 int virtio_blk_create(const struct blk_config *cfg, const char *id, const struct guest_mem *mem,
 		      struct virtio_blk **out);
 struct virtio_dev *virtio_blk_dev(struct virtio_blk *b);
