@@ -251,6 +251,13 @@ static void report_crash(struct vcpu *v, const char *what)
 		log_error("vcpu%u: %s (registers unreadable)", v->id, what);
 		return;
 	}
+	if (regs.rip == 0xfff0 && sregs.cs.selector == 0xf000 && !(sregs.cr0 & 1)) {
+		/* KVM on AMD re-INITs a vCPU on a shutdown intercept (the VMCB is undefined
+		 * after one): where the guest was is lost. */
+		log_error("vcpu%u: %s (KVM reset the vCPU, so its registers at the fault are lost)",
+			  v->id, what);
+		return;
+	}
 	struct gm_paging p = {sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer};
 	uint64_t linear = regs.rip + ((sregs.efer & 0x400) ? 0 : sregs.cs.base);
 
