@@ -685,7 +685,7 @@ static void wcc64(unsigned o, uint64_t v)
 }
 
 /* One split virtqueue of up to QSIZE entries (qsz in use), in the guest image's memory. */
-#define QSIZE 16
+#define QSIZE 128
 static uint16_t qsz = QSIZE;
 struct vring_desc {
 	uint64_t addr;
@@ -946,6 +946,174 @@ static void check_virtio_rng(void)
 	tap(cc8(CC_STATUS) == 0, "virtio-rng: reset after use (status reads 0)");
 }
 
+/* ---- bench=blk: the block device path, driven from ring 3 by polling ---- */
+
+#define BENCH_DEPTH		    32
+#define VRING_AVAIL_F_NO_INTERRUPT 1
+
+static struct {
+	uint32_t type, reserved;
+	uint64_t sector;
+} bench_hdr[BENCH_DEPTH];
+static volatile uint8_t bench_status[BENCH_DEPTH];
+static uint8_t bench_buf[BENCH_DEPTH][4096] __attribute__((aligned(4096)));
+static uint8_t bench_big[1 << 20] __attribute__((aligned(4096)));
+static uint32_t bench_lat[4096]; /* per-request cycles at depth 1 */
+static uint64_t tsc_khz, bench_rng = 88172645463325252ull;
+
+static inline uint64_t rdtsc(void)
+{
+	uint32_t lo, hi;
+
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return (uint64_t)hi << 32 | lo;
+}
+
+static uint64_t xorshift(void)
+{
+	bench_rng ^= bench_rng << 13;
+	bench_rng ^= bench_rng >> 7;
+	bench_rng ^= bench_rng << 17;
+	return bench_rng;
+}
+
+/* A request in slot `slot` (descriptors 3*slot..3*slot+2), made available; no kick. */
+static void bench_post(unsigned slot, uint32_t type, uint64_t sector, void *buf, uint32_t len)
+{
+	uint16_t d = (uint16_t)(3 * slot);
+
+	bench_hdr[slot].type = type;
+	bench_hdr[slot].sector = sector;
+	bench_status[slot] = 0xff;
+	desc[d] = (struct vring_desc){(uint64_t)&bench_hdr[slot], 16, VRING_DESC_F_NEXT,
+				      (uint16_t)(d + 1)};
+	desc[d + 1] = (struct vring_desc){
+	    (uint64_t)buf, len,
+	    (uint16_t)(VRING_DESC_F_NEXT | (type == VIRTIO_BLK_T_IN ? VRING_DESC_F_WRITE : 0)),
+	    (uint16_t)(d + 2)};
+	desc[d + 2] = (struct vring_desc){(uint64_t)&bench_status[slot], 1, VRING_DESC_F_WRITE, 0};
+	avail.ring[avail.idx % qsz] = d;
+	barrier();
+	avail.idx++;
+}
+
+/*
+ * n requests of len bytes at depth qd, random or sequential, each slot reposted as soon as it
+ * completes; returns the TSC cycles taken, or 0 when a request failed or 10 s went by.
+ */
+static uint64_t bench_run(uint32_t type, unsigned qd, unsigned n, uint32_t len, bool seq,
+			  uint64_t capacity)
+{
+	uint64_t units = capacity / (len / 512), next = 0, t0, limit = tsc_khz * 10000;
+	uint64_t started[BENCH_DEPTH];
+	unsigned posted = 0, done = 0;
+
+	t0 = rdtsc();
+	for (unsigned s = 0; s < qd && posted < n; s++, posted++) {
+		uint64_t u = seq ? next++ % units : xorshift() % units;
+
+		started[s] = rdtsc();
+		bench_post(s, type, u * (len / 512), len > 4096 ? bench_big : bench_buf[s], len);
+	}
+	barrier();
+	*(volatile uint16_t *)notify_addr = 0;
+	while (done < n) {
+		uint16_t u = used.idx;
+		bool more = false;
+
+		if (u == last_used) {
+			if (rdtsc() - t0 > limit)
+				return 0;
+			cpu_relax();
+			continue;
+		}
+		while (last_used != u) {
+			uint32_t id = used.ring[last_used % qsz].id;
+			unsigned slot = id / 3;
+
+			last_used++;
+			if (id % 3 || slot >= qd || bench_status[slot] != 0)
+				return 0;
+			if (qd == 1 && done < sizeof(bench_lat) / sizeof(bench_lat[0]))
+				bench_lat[done] = (uint32_t)(rdtsc() - started[slot]);
+			done++;
+			if (posted < n) {
+				uint64_t un = seq ? next++ % units : xorshift() % units;
+
+				started[slot] = rdtsc();
+				bench_post(slot, type, un * (len / 512),
+					   len > 4096 ? bench_big : bench_buf[slot], len);
+				posted++;
+				more = true;
+			}
+		}
+		if (more) {
+			barrier();
+			*(volatile uint16_t *)notify_addr = 0;
+		}
+	}
+	return rdtsc() - t0;
+}
+
+/* The p-th percentile of the first n depth-1 latencies, in microseconds. */
+static uint64_t bench_percentile(unsigned n, unsigned p)
+{
+	if (n > sizeof(bench_lat) / sizeof(bench_lat[0]))
+		n = sizeof(bench_lat) / sizeof(bench_lat[0]);
+	for (unsigned i = 1; i < n; i++) /* insertion sort: n is small */
+		for (unsigned j = i; j > 0 && bench_lat[j - 1] > bench_lat[j]; j--) {
+			uint32_t t = bench_lat[j];
+
+			bench_lat[j] = bench_lat[j - 1];
+			bench_lat[j - 1] = t;
+		}
+	return (uint64_t)bench_lat[(uint64_t)(n - 1) * p / 100] * 1000 / tsc_khz;
+}
+
+static void bench_blk(void)
+{
+	struct vpci b = {.name = "virtio-blk"};
+	uint64_t capacity, cycles, n1 = 2000, n32 = 8000, seq_mib = 64;
+
+	quiet = true;
+	if (!find_virtio(&b, 2, 0x0100) || !read_caps(&b, true) ||
+	    !virtio_init(&b, 1ull << VIRTIO_F_VERSION_1)) {
+		quiet = false;
+		print("bench-blk error: no virtio-blk\n");
+		return;
+	}
+	quiet = false;
+	arg_num("bench_n1", &n1);
+	arg_num("bench_n32", &n32);
+	arg_num("bench_seq_mib", &seq_mib);
+	memcpy(&capacity, (const void *)b.device.addr, 8);
+	avail.flags = VRING_AVAIL_F_NO_INTERRUPT; /* polled */
+	cycles = rdtsc();
+	delay_us(100000);
+	tsc_khz = (rdtsc() - cycles) / 100;
+	print("bench-blk tsc_khz=%lu capacity=%lu qsize=%u\n", tsc_khz, capacity, qsz);
+
+	cycles = bench_run(VIRTIO_BLK_T_IN, 1, (unsigned)n1, 4096, false, capacity);
+	if (cycles)
+		print("bench-blk randread-4k-qd1 iops=%lu p50_us=%lu p99_us=%lu\n",
+		      n1 * tsc_khz * 1000 / cycles, bench_percentile((unsigned)n1, 50),
+		      bench_percentile((unsigned)n1, 99));
+	cycles = bench_run(VIRTIO_BLK_T_IN, BENCH_DEPTH, (unsigned)n32, 4096, false, capacity);
+	if (cycles)
+		print("bench-blk randread-4k-qd32 iops=%lu\n", n32 * tsc_khz * 1000 / cycles);
+	cycles = bench_run(VIRTIO_BLK_T_OUT, 1, (unsigned)n1, 4096, false, capacity);
+	if (cycles)
+		print("bench-blk randwrite-4k-qd1 iops=%lu\n", n1 * tsc_khz * 1000 / cycles);
+	cycles = bench_run(VIRTIO_BLK_T_OUT, BENCH_DEPTH, (unsigned)n32, 4096, false, capacity);
+	if (cycles)
+		print("bench-blk randwrite-4k-qd32 iops=%lu\n", n32 * tsc_khz * 1000 / cycles);
+	cycles = bench_run(VIRTIO_BLK_T_IN, 1, (unsigned)seq_mib, 1 << 20, true, capacity);
+	if (cycles)
+		print("bench-blk seqread-1m mbps=%lu\n",
+		      seq_mib * tsc_khz * 1000 / cycles * 1048576 / 1000000);
+	print("bench-blk done\n");
+}
+
 /* ---- power-off: FADT PM1a control with \_S5's SLP_TYPa ---- */
 
 static bool s5_slp_typ(uint8_t *typ)
@@ -1005,6 +1173,8 @@ void user_main(uint32_t start_info)
 	if (arg("bench", mode, sizeof(mode))) {
 		quiet = true;
 		check_acpi();
+		if (!strcmp(mode, "blk"))
+			bench_blk();
 		if (!strcmp(mode, "wait")) {
 			quiet = false;
 			print("ready\n");
