@@ -36,6 +36,9 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 for m in $(cat /etc/modules); do insmod /lib/modules/$m.ko 2>/dev/null; done
+# With console=hvc0 the console's driver (virtio_console) is one of those modules: the kernel
+# had no console to give init, so init takes it now that there is one.
+[ -t 1 ] || exec </dev/console >/dev/console 2>&1
 echo "yun-guest: userspace up"
 cmd=$(sed -n 's/.*yun\.run=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
 if [ -n "$cmd" ]; then

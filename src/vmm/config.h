@@ -20,6 +20,8 @@
 #define VM_MAX_MEM_MIB (1024 * 1024) /* 1 TiB */
 
 enum console_mode { CONSOLE_STDIO, CONSOLE_FILE, CONSOLE_NONE };
+/* The guest's device the console is connected to: COM1 (ttyS0) or a virtio-console (hvc0). */
+enum console_device { CONSOLE_DEVICE_SERIAL, CONSOLE_DEVICE_VIRTIO };
 
 struct vm_config {
 	const char *kernel;
@@ -34,11 +36,13 @@ struct vm_config {
 	struct net_config net; /* one virtio-net NIC on a tap */
 	enum console_mode console;
 	const char *console_path;
+	enum console_device console_device;
 	bool no_reboot;
 	bool verbose;
 };
 
-#define VM_DEFAULT_CMDLINE "console=ttyS0 reboot=k panic=1"
+#define VM_DEFAULT_CMDLINE     "console=ttyS0 reboot=k panic=1"
+#define VM_DEFAULT_CMDLINE_HVC "console=hvc0 reboot=k panic=1" /* --console-device virtio */
 
 void vm_config_defaults(struct vm_config *cfg);
 /*
@@ -49,5 +53,7 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv);
 /* Check everything that can be checked before the VM exists; one clear line on error. */
 int vm_config_validate(const struct vm_config *cfg);
 void vm_config_usage(FILE *out);
+/* The kernel command line: the one given, or the default for the console device. */
+const char *vm_config_cmdline(const struct vm_config *cfg);
 
 #endif

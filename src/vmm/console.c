@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #include "common/log.h"
-#include "devices/serial.h"
 
 #define CTRL_A 0x01
 
@@ -24,13 +23,16 @@ struct console {
 	struct termios saved;
 	bool escape; /* the last byte was Ctrl-A */
 
-	/* Bytes read from the host that the UART's FIFO had no room for yet. */
+	/* Input read from the host that the sink has not taken yet. While there is some, the
+	 * input is not read (its bytes wait in the host's buffers) and a timer offers these again. */
 	uint8_t pending[256];
 	size_t pending_len;
-	int retry_fd;		 /* timerfd: try the FIFO again shortly */
+	int retry_fd;		 /* timerfd: offer the pending input again shortly */
 	struct event_loop *loop; /* set while attached */
+	bool reading;		 /* in_fd is watched by the loop */
 
-	struct serial *serial;
+	console_sink sink;
+	void *sink_ctx;
 	void (*quit)(void *ctx);
 	void *quit_ctx;
 };
@@ -93,6 +95,27 @@ int console_output_fd(const struct console *c)
 	return c->out_fd;
 }
 
+static void on_input(void *opaque, uint32_t events);
+
+static void watch_input(struct console *c, bool on)
+{
+	int err;
+
+	if (on == c->reading)
+		return;
+	if (!on) {
+		event_loop_del(c->loop, c->in_fd);
+		c->reading = false;
+		return;
+	}
+	err = event_loop_add(c->loop, c->in_fd, EPOLLIN, on_input, c);
+	if (err) {
+		log_error("console: input: %s", strerror(-err));
+		return;
+	}
+	c->reading = true;
+}
+
 static void arm_retry(struct console *c)
 {
 	struct itimerspec its = {.it_value = {.tv_nsec = 2 * 1000 * 1000}};
@@ -100,49 +123,51 @@ static void arm_retry(struct console *c)
 	timerfd_settime(c->retry_fd, 0, &its, NULL);
 }
 
-/* Hand pending bytes to the UART; arm the retry timer if some remain. */
+/* Offer the pending input to the sink; read more input only once it has taken all of it. */
 static void flush_pending(struct console *c)
 {
-	size_t n = serial_input(c->serial, c->pending, c->pending_len);
+	if (c->pending_len) {
+		size_t n = c->sink(c->sink_ctx, c->pending, c->pending_len);
 
-	memmove(c->pending, c->pending + n, c->pending_len - n);
-	c->pending_len -= n;
+		memmove(c->pending, c->pending + n, c->pending_len - n);
+		c->pending_len -= n;
+	}
 	if (c->pending_len)
 		arm_retry(c);
+	watch_input(c, c->pending_len == 0);
 }
 
 static void on_input(void *opaque, uint32_t events)
 {
 	struct console *c = opaque;
-	uint8_t buf[64];
-	ssize_t n;
+	ssize_t n = read(c->in_fd, c->pending, sizeof(c->pending));
+	size_t kept = 0;
 
-	if (c->pending_len + sizeof(buf) > sizeof(c->pending)) {
-		flush_pending(c);
-		return;
-	}
-	n = read(c->in_fd, buf, sizeof(buf));
 	if (n <= 0) {
 		/* End of input (or an error): stop watching it; the guest runs on. */
 		if (n == 0 || (errno != EAGAIN && errno != EINTR))
 			console_detach(c);
 		return;
 	}
+	/* The escapes come out in place: what is kept never overtakes what is read. */
 	for (ssize_t i = 0; i < n; i++) {
+		uint8_t b = c->pending[i];
+
 		if (c->escape) {
 			c->escape = false;
-			if (buf[i] == 'x') {
+			if (b == 'x') {
 				c->quit(c->quit_ctx);
 				return;
 			}
-			if (buf[i] != CTRL_A)
+			if (b != CTRL_A)
 				continue;
-		} else if (buf[i] == CTRL_A && c->raw) {
+		} else if (b == CTRL_A && c->raw) {
 			c->escape = true;
 			continue;
 		}
-		c->pending[c->pending_len++] = buf[i];
+		c->pending[kept++] = b;
 	}
+	c->pending_len = kept;
 	flush_pending(c);
 }
 
@@ -156,17 +181,19 @@ static void on_retry(void *opaque, uint32_t events)
 	flush_pending(c);
 }
 
-int console_attach(struct console *c, struct event_loop *loop, struct serial *s,
-		   void (*quit)(void *ctx), void *ctx)
+int console_attach(struct console *c, struct event_loop *loop, console_sink sink, void *sink_ctx,
+		   void (*quit)(void *ctx), void *quit_ctx)
 {
 	int err;
 
 	if (c->in_fd < 0)
 		return 0;
-	c->serial = s;
+	c->sink = sink;
+	c->sink_ctx = sink_ctx;
 	c->quit = quit;
-	c->quit_ctx = ctx;
+	c->quit_ctx = quit_ctx;
 	c->pending_len = 0;
+	c->escape = false;
 	if (c->retry_fd < 0) {
 		c->retry_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 		if (c->retry_fd < 0)
@@ -185,6 +212,7 @@ int console_attach(struct console *c, struct event_loop *loop, struct serial *s,
 		return err;
 	}
 	c->loop = loop;
+	c->reading = true;
 	return 0;
 }
 
@@ -192,7 +220,9 @@ void console_detach(struct console *c)
 {
 	if (!c->loop)
 		return;
-	event_loop_del(c->loop, c->in_fd);
+	if (c->reading)
+		event_loop_del(c->loop, c->in_fd);
 	event_loop_del(c->loop, c->retry_fd);
+	c->reading = false;
 	c->loop = NULL;
 }

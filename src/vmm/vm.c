@@ -20,6 +20,7 @@
 #include "devices/rtc.h"
 #include "devices/serial.h"
 #include "devices/virtio/blk.h"
+#include "devices/virtio/console.h"
 #include "devices/virtio/net.h"
 #include "devices/virtio/pci.h"
 #include "devices/virtio/rng.h"
@@ -321,10 +322,13 @@ static void on_reset(void *ctx)
 static int create_devices(struct vm *vm, struct console *console)
 {
 	const struct vm_config *cfg = vm->cfg;
+	bool hvc = cfg->console_device == CONSOLE_DEVICE_VIRTIO;
 	int err;
 
+	/* COM1 is there either way (Linux probes it); with a virtio-console its output goes
+	 * nowhere. */
 	err = serial_create(&vm->pio, PORT_COM1, PORT_COM1_IRQ, &vm->irq,
-			    console_output_fd(console), &vm->serial);
+			    hvc ? -1 : console_output_fd(console), &vm->serial);
 	if (!err)
 		err = i8042_create(&vm->pio, &vm->irq, on_reset, vm, &vm->i8042);
 	if (!err)
@@ -342,7 +346,7 @@ static int create_devices(struct vm *vm, struct console *console)
 		char id[16];
 
 		snprintf(id, sizeof(id), "disk%u", i);
-		err = virtio_blk_create(&cfg->disks[i], id, &vm->mem, &vm->blk[i]);
+		err = virtio_blk_create(&cfg->disks[i], id, &vm->mem, &vm->loop, &vm->blk[i]);
 		if (err)
 			return err;
 		err = virtio_pci_create(vm->pci, virtio_blk_dev(vm->blk[i]), &vm->irq, &vm->loop,
@@ -369,6 +373,17 @@ static int create_devices(struct vm *vm, struct console *console)
 						&vm->loop, &vm->rng_pci);
 		if (err) {
 			log_error("rng0: %s", strerror(-err));
+			return err;
+		}
+	}
+	if (hvc) {
+		err = virtio_console_create("console0", &vm->mem, console_output_fd(console),
+					    &vm->vconsole);
+		if (!err)
+			err = virtio_pci_create(vm->pci, virtio_console_dev(vm->vconsole), &vm->irq,
+						&vm->loop, &vm->vconsole_pci);
+		if (err) {
+			log_error("console0: %s", strerror(-err));
 			return err;
 		}
 	}
@@ -408,7 +423,7 @@ static int load_kernel(struct vm *vm)
 	const struct vm_config *cfg = vm->cfg;
 	struct boot_files f = {
 	    .initrd_fd = -1,
-	    .cmdline = cfg->cmdline ? cfg->cmdline : VM_DEFAULT_CMDLINE,
+	    .cmdline = vm_config_cmdline(cfg),
 	    .rsdp = LAYOUT_ACPI_START,
 	};
 	struct boot_entry entry;
@@ -550,6 +565,25 @@ static void on_console_quit(void *ctx)
 	vm_request_stop(ctx, VM_EXIT_SIGNAL);
 }
 
+/* Host input goes to whichever device carries the console. */
+static size_t serial_sink(void *ctx, const uint8_t *buf, size_t len)
+{
+	return serial_input(ctx, buf, len);
+}
+
+static size_t virtio_console_sink(void *ctx, const uint8_t *buf, size_t len)
+{
+	return virtio_console_input(ctx, buf, len);
+}
+
+static int attach_console(struct vm *vm)
+{
+	if (vm->vconsole)
+		return console_attach(vm->console, &vm->loop, virtio_console_sink, vm->vconsole,
+				      on_console_quit, vm);
+	return console_attach(vm->console, &vm->loop, serial_sink, vm->serial, on_console_quit, vm);
+}
+
 enum vm_exit vm_run(struct vm *vm)
 {
 	sigset_t stop_signals;
@@ -567,7 +601,7 @@ enum vm_exit vm_run(struct vm *vm)
 	if (!err)
 		err = event_loop_add(&vm->loop, vm->signal_fd, EPOLLIN, on_signal, vm);
 	if (!err)
-		err = console_attach(vm->console, &vm->loop, vm->serial, on_console_quit, vm);
+		err = attach_console(vm);
 	if (err) {
 		log_error("event loop set-up: %s", strerror(-err));
 		return VM_EXIT_ERROR;
@@ -606,6 +640,9 @@ void vm_destroy(struct vm *vm)
 	if (vm->rng_pci)
 		virtio_pci_destroy(vm->rng_pci);
 	virtio_rng_destroy(vm->rng);
+	if (vm->vconsole_pci)
+		virtio_pci_destroy(vm->vconsole_pci);
+	virtio_console_destroy(vm->vconsole);
 	if (vm->pci)
 		pci_bus_destroy(vm->pci);
 	if (vm->pm)

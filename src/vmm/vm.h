@@ -28,6 +28,7 @@ struct virtio_blk;
 struct virtio_pci;
 struct virtio_net;
 struct virtio_rng;
+struct virtio_console;
 struct console;
 
 /* Why the VM stopped; the process's exit status follows from it (see main.c). */
@@ -77,6 +78,8 @@ struct vm {
 	struct virtio_pci *net_pci;
 	struct virtio_rng *rng;
 	struct virtio_pci *rng_pci;
+	struct virtio_console *vconsole; /* with --console-device virtio */
+	struct virtio_pci *vconsole_pci;
 
 	/* Set once, by the first vm_request_stop(). */
 	pthread_mutex_t exit_lock;
@@ -85,8 +88,8 @@ struct vm {
 };
 
 /*
- * Build the machine described by cfg (already validated), its console output going to
- * `console`. Logs and returns -errno on failure.
+ * Build the machine described by cfg (already validated), its console (COM1 or a
+ * virtio-console, as cfg says) connected to `console`. Logs and returns -errno on failure.
  */
 int vm_create(const struct vm_config *cfg, struct console *console, struct vm **out);
 /* Start the vCPUs and serve devices until the VM stops; returns why it stopped. */
