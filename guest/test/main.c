@@ -948,7 +948,7 @@ static void check_virtio_rng(void)
 
 /* ---- bench=blk: the block device path, driven from ring 3 by polling ---- */
 
-#define BENCH_DEPTH		    32
+#define BENCH_DEPTH		   32
 #define VRING_AVAIL_F_NO_INTERRUPT 1
 
 static struct {

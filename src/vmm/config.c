@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "vmm/config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -34,19 +35,31 @@ void vm_config_usage(FILE *out)
 		"\n"
 		"  --kernel PATH          bzImage (64-bit boot protocol) or ELF with a PVH note\n"
 		"  --initrd PATH          initial ramdisk\n"
-		"  --cmdline STR          kernel command line (default: \"%s\")\n"
+		"  --cmdline STR          kernel command line (default: \"%s\";\n"
+		"                         console=hvc0 with --console-device virtio)\n"
 		"  --memory MiB           guest RAM, a multiple of 2 (default 128)\n"
 		"  --cpus N               vCPUs, 1..%d and no more than KVM allows (default 1)\n"
-		"  --disk path=FILE[,readonly=on][,serial=ID]\n"
+		"  --disk path=FILE[,readonly=on][,serial=ID][,engine=io_uring|sync]\n"
+		"         [,bw=BYTES][,ops=N]\n"
 		"                         a virtio-blk disk on a raw image whose size is a\n"
-		"                         multiple of 512 bytes; repeat for more (at most %d)\n"
+		"                         multiple of 512 bytes, locked while in use; repeat\n"
+		"                         for more (at most %d). engine=io_uring: many requests\n"
+		"                         in flight (the default where the kernel has it);\n"
+		"                         engine=sync: one at a time. bw=: bytes a second\n"
+		"                         (K, M, G: multiples of 1024), ops=: requests a\n"
+		"                         second; over the limit requests wait (default: none)\n"
 		"  --rng                  a virtio-rng device fed by the host's getrandom(2)\n"
-		"  --net tap=NAME[,mac=52:54:00:12:34:56]\n"
+		"  --net tap=NAME[,mac=52:54:00:12:34:56][,bw=BYTES][,ops=N]\n"
 		"                         a virtio-net NIC on a tap device (created if it does\n"
-		"                         not exist: needs CAP_NET_ADMIN)\n"
+		"                         not exist: needs CAP_NET_ADMIN); bw= and ops= limit\n"
+		"                         bytes and packets a second, each way (as for --disk)\n"
 		"  --console stdio|file=PATH|none\n"
-		"                         where the serial console (COM1) goes (default stdio;\n"
+		"                         where the guest's console goes (default stdio;\n"
 		"                         on a terminal: raw mode, Ctrl-A x quits)\n"
+		"  --console-device serial|virtio\n"
+		"                         the guest's console device: COM1 (ttyS0, the default)\n"
+		"                         or a virtio-console (hvc0; COM1 stays, its output is\n"
+		"                         discarded)\n"
 		"  --no-reboot            exit instead of resetting when the guest reboots\n"
 		"  -v, --verbose          log more\n"
 		"  -h, --help             this text\n"
@@ -57,6 +70,14 @@ void vm_config_usage(FILE *out)
 		"instruction KVM could not run); 4 VMM or KVM error while running;\n"
 		"128+N stopped by signal N.\n",
 		VM_DEFAULT_CMDLINE, VM_MAX_CPUS, VM_MAX_DISKS);
+}
+
+const char *vm_config_cmdline(const struct vm_config *cfg)
+{
+	if (cfg->cmdline)
+		return cfg->cmdline;
+	return cfg->console_device == CONSOLE_DEVICE_VIRTIO ? VM_DEFAULT_CMDLINE_HVC
+							    : VM_DEFAULT_CMDLINE;
 }
 
 /* A whole decimal number in [min, max], or -EINVAL. */
@@ -76,11 +97,56 @@ static int parse_uint(const char *s, unsigned long long min, unsigned long long 
 	return 0;
 }
 
-/* --disk path=FILE[,readonly=on|off][,serial=ID] */
+#define RATE_MAX (1ULL << 40)
+
+/*
+ * A rate limit key of --disk or --net: bw=BYTES[K|M|G] (multiples of 1024) or ops=N, a
+ * second, up to 2^40; 0 is no limit. Returns 1 when key is neither, 0, or -EINVAL.
+ */
+static int parse_rate_key(const char *opt, const char *key, const char *val,
+			  struct rate_limit_config *rate)
+{
+	static const char suffixes[] = "KMG";
+	bool bw = !strcmp(key, "bw");
+	unsigned long long v, mult = 1;
+	char num[32];
+	size_t len = strlen(val);
+	int last = len ? toupper((unsigned char)val[len - 1]) : 0;
+	const char *sfx = last ? strchr(suffixes, last) : NULL;
+
+	if (!bw && strcmp(key, "ops"))
+		return 1;
+	snprintf(num, sizeof(num), "%s", val);
+	if (bw && sfx && len < sizeof(num)) {
+		mult = 1ULL << (10 * (sfx - suffixes + 1));
+		num[len - 1] = '\0';
+	}
+	if (len >= sizeof(num) || parse_uint(num, 0, RATE_MAX / mult, &v)) {
+		if (bw)
+			fprintf(stderr,
+				"yun-vmm: %s: bw=%s: want bytes a second from 0 (no limit) to "
+				"1024G; K, M, G are multiples of 1024\n",
+				opt, val);
+		else
+			fprintf(stderr,
+				"yun-vmm: %s: ops=%s: want a count a second from 0 (no limit) to "
+				"%llu\n",
+				opt, val, RATE_MAX);
+		return -EINVAL;
+	}
+	if (bw)
+		rate->bw = v * mult;
+	else
+		rate->ops = v;
+	return 0;
+}
+
+/* --disk path=FILE[,readonly=on|off][,serial=ID][,engine=io_uring|sync][,bw=N][,ops=N] */
 static int parse_disk(struct vm_config *cfg, char *arg)
 {
 	struct blk_config *d;
 	char *save = NULL;
+	int err;
 
 	if (cfg->nr_disks == VM_MAX_DISKS) {
 		fprintf(stderr, "yun-vmm: --disk: at most %d disks\n", VM_MAX_DISKS);
@@ -115,6 +181,19 @@ static int parse_disk(struct vm_config *cfg, char *arg)
 				return -EINVAL;
 			}
 			snprintf(d->serial, sizeof(d->serial), "%s", val);
+		} else if (!strcmp(kv, "engine")) {
+			if (!strcmp(val, "io_uring"))
+				d->engine = BLK_ENGINE_IO_URING;
+			else if (!strcmp(val, "sync"))
+				d->engine = BLK_ENGINE_SYNC;
+			else {
+				fprintf(stderr,
+					"yun-vmm: --disk: engine=%s: use io_uring or sync\n", val);
+				return -EINVAL;
+			}
+		} else if ((err = parse_rate_key("--disk", kv, val, &d->rate)) <= 0) {
+			if (err)
+				return err;
 		} else {
 			fprintf(stderr, "yun-vmm: --disk: unknown key '%s'\n", kv);
 			return -EINVAL;
@@ -130,11 +209,12 @@ static int parse_disk(struct vm_config *cfg, char *arg)
 	return 0;
 }
 
-/* --net tap=NAME[,mac=52:54:00:12:34:56] */
+/* --net tap=NAME[,mac=52:54:00:12:34:56][,bw=N][,ops=N] */
 static int parse_net(struct vm_config *cfg, char *arg)
 {
 	struct net_config *n = &cfg->net;
 	char *save = NULL;
+	int err;
 
 	if (cfg->has_net) {
 		fprintf(stderr, "yun-vmm: --net: one NIC for now\n");
@@ -172,6 +252,9 @@ static int parse_net(struct vm_config *cfg, char *arg)
 			}
 			for (int i = 0; i < 6; i++)
 				n->mac[i] = (uint8_t)m[i];
+		} else if ((err = parse_rate_key("--net", kv, val, &n->rate)) <= 0) {
+			if (err)
+				return err;
 		} else {
 			fprintf(stderr, "yun-vmm: --net: unknown key '%s'\n", kv);
 			return -EINVAL;
@@ -201,6 +284,19 @@ static int parse_console(struct vm_config *cfg, const char *arg)
 	return 0;
 }
 
+static int parse_console_device(struct vm_config *cfg, const char *arg)
+{
+	if (!strcmp(arg, "serial")) {
+		cfg->console_device = CONSOLE_DEVICE_SERIAL;
+	} else if (!strcmp(arg, "virtio")) {
+		cfg->console_device = CONSOLE_DEVICE_VIRTIO;
+	} else {
+		fprintf(stderr, "yun-vmm: --console-device %s: use serial or virtio\n", arg);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 enum {
 	OPT_KERNEL = 256,
 	OPT_INITRD,
@@ -209,6 +305,7 @@ enum {
 	OPT_CPUS,
 	OPT_DISK,
 	OPT_CONSOLE,
+	OPT_CONSOLE_DEVICE,
 	OPT_NO_REBOOT,
 	OPT_RNG,
 	OPT_NET,
@@ -225,6 +322,7 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 	    {"cpus", required_argument, NULL, OPT_CPUS},
 	    {"disk", required_argument, NULL, OPT_DISK},
 	    {"console", required_argument, NULL, OPT_CONSOLE},
+	    {"console-device", required_argument, NULL, OPT_CONSOLE_DEVICE},
 	    {"no-reboot", no_argument, NULL, OPT_NO_REBOOT},
 	    {"rng", no_argument, NULL, OPT_RNG},
 	    {"net", required_argument, NULL, OPT_NET},
@@ -273,6 +371,10 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 			break;
 		case OPT_CONSOLE:
 			if (parse_console(cfg, optarg))
+				return -EINVAL;
+			break;
+		case OPT_CONSOLE_DEVICE:
+			if (parse_console_device(cfg, optarg))
 				return -EINVAL;
 			break;
 		case OPT_NO_REBOOT:

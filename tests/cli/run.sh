@@ -52,13 +52,28 @@ expect 1 'disk .*/nonexistent.img: No such file' "a missing disk is named" -- --
 expect 1 'size 1000 is not a multiple of 512' "a disk whose size is not a multiple of 512 is refused" -- --kernel "$kernel" --disk "path=$tmp/odd.img"
 expect 1 "'foo' is not key=value" "a malformed --disk is refused" -- --kernel "$kernel" --disk foo
 expect 1 'readonly=maybe' "a bad readonly= value is refused" -- --kernel "$kernel" --disk "path=$tmp/good.img,readonly=maybe"
+expect 1 'engine=fast: use io_uring or sync' "a bad disk engine= is refused" -- --kernel "$kernel" --disk "path=$tmp/good.img,engine=fast"
+expect 0 'Usage: yun-vmm' "--disk bw= and ops= are accepted" -- --disk "path=$tmp/good.img,bw=10M,ops=1000" --help
+expect 1 'bw=abc: want bytes a second' "a disk bw= that is not a number is refused" -- --kernel "$kernel" --disk "path=$tmp/good.img,bw=abc"
+expect 1 'bw=2048G: want bytes a second' "a disk bw= over 2^40 is refused" -- --kernel "$kernel" --disk "path=$tmp/good.img,bw=2048G"
+expect 1 'ops=-1: want a count a second' "a negative disk ops= is refused" -- --kernel "$kernel" --disk "path=$tmp/good.img,ops=-1"
+expect 1 'ops=1K: want a count a second' "a disk ops= takes no suffix" -- --kernel "$kernel" --disk "path=$tmp/good.img,ops=1K"
 expect 1 'unknown key' "an unknown --disk key is refused" -- --kernel "$kernel" --disk "path=$tmp/good.img,cache=none"
 expect 1 'given twice' "the same disk twice is refused" -- --kernel "$kernel" --disk "path=$tmp/good.img" --disk "path=$tmp/good.img"
 expect 1 'tap=NAME is required' "--net without a tap is refused" -- --kernel "$kernel" --net mac=52:54:00:00:00:01
 expect 1 'want a unicast address' "a multicast --net mac is refused" -- --kernel "$kernel" --net tap=t0,mac=01:00:5e:00:00:01
 expect 1 'want a unicast address' "a malformed --net mac is refused" -- --kernel "$kernel" --net tap=t0,mac=52:54:00:00:00
 expect 1 '1 to 15 characters' "an over-long tap name is refused" -- --kernel "$kernel" --net tap=abcdefghijklmnop
+expect 0 'Usage: yun-vmm' "--net bw= and ops= are accepted" -- --net tap=t0,bw=1G,ops=100000 --help
+expect 1 'bw=12X: want bytes a second' "a net bw= with an unknown suffix is refused" -- --kernel "$kernel" --net tap=t0,bw=12X
+expect 1 'ops=99999999999999999999: want a count' "an overflowing net ops= is refused" -- --kernel "$kernel" --net tap=t0,ops=99999999999999999999
 expect 1 'console bogus' "a bad --console is refused" -- --kernel "$kernel" --console bogus
+expect 0 'console-device serial\|virtio' "--help lists --console-device" -- --help
+# --help after the option: a value the parser refused would have stopped it first.
+expect 0 'Usage: yun-vmm' "--console-device serial is accepted" -- --console-device serial --help
+expect 0 'Usage: yun-vmm' "--console-device virtio is accepted" -- --console-device virtio --console none --help
+expect 1 'console-device bogus: use serial or virtio' "a bad --console-device is refused" -- --kernel "$kernel" --console-device bogus
+expect 1 'console-device needs a value' "--console-device without a value is refused" -- --kernel "$kernel" --console-device
 expect 1 "unknown option '--bogus'" "an unknown option is refused" -- --kernel "$kernel" --bogus
 expect 1 'needs a value' "an option without its value is refused" -- --kernel
 expect 1 "unexpected argument 'extra'" "a stray argument is refused" -- --kernel "$kernel" extra

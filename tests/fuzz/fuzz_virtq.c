@@ -24,26 +24,36 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static struct virtio_blk *blk;
+/* A disk behind each engine: data[1] bit 3 picks the synchronous one. */
+static struct virtio_blk *blk[2];
 static struct guest_mem mem;
 static uint8_t *ram;
 
-static void init(void)
+/* A writable disk of its own (the image lock allows one writer) behind each engine. */
+static struct virtio_blk *make_disk(const char *id, enum blk_engine engine)
 {
 	char path[64];
-	int fd = memfd_create("fuzz-disk", 0);
-	struct blk_config cfg = {.serial = "fuzz"};
+	int fd = memfd_create(id, 0);
+	struct blk_config cfg = {.path = path, .serial = "fuzz", .engine = engine};
+	struct virtio_blk *b;
 
-	log_set_level(LOG_ERROR);
 	if (fd < 0 || ftruncate(fd, SECTORS * 512) < 0)
 		abort();
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	cfg.path = path;
+	if (virtio_blk_create(&cfg, id, &mem, NULL, &b))
+		abort();
+	return b;
+}
+
+static void init(void)
+{
+	log_set_level(LOG_ERROR);
 	ram = malloc(RAM_SIZE);
 	mem.memfd = -1;
-	if (!ram || gm_add_region(&mem, 0, RAM_SIZE, ram) ||
-	    virtio_blk_create(&cfg, "fuzz", &mem, &blk))
+	if (!ram || gm_add_region(&mem, 0, RAM_SIZE, ram))
 		abort();
+	blk[0] = make_disk("fuzz-uring", BLK_ENGINE_IO_URING);
+	blk[1] = make_disk("fuzz-sync", BLK_ENGINE_SYNC);
 }
 
 static uint16_t get16(const uint8_t *p)
@@ -57,11 +67,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct virtq *q;
 	uint64_t features;
 
-	if (!blk)
+	if (!blk[0])
 		init();
 	if (size < 8)
 		return 0;
-	d = virtio_blk_dev(blk);
+	struct virtio_blk *b = blk[(data[1] >> 3) & 1];
+	d = virtio_blk_dev(b);
 	q = &d->vqs[0];
 
 	/* The layout: size (a power of 2 or not), features, ring addresses (aligned or not). */
@@ -90,6 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint16_t before = q->used_idx;
 
 		d->ops->queue_notify(d, 0);
+		virtio_blk_drain(b);
 		/* Never more completions than the ring has room for in one pass. */
 		if ((uint16_t)(q->used_idx - before) > q->size)
 			abort();

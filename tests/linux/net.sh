@@ -44,7 +44,7 @@ head -c 4M /dev/urandom >"$dir/to-guest"
 want_rx=$(md5sum <"$dir/to-guest" | cut -d' ' -f1)
 
 mac=52:54:00:ab:cd:ef
-log=$LOGS/linux-net.log
+log=$LOGS/linux-net-guest.log
 run="ip,link,set,eth0,up;ip,addr,add,10.0.2.15/24,dev,eth0;cat,/sys/class/net/eth0/address"
 run+=";ping,-c,3,10.0.2.1;ping,-c,3,-s,8000,10.0.2.1"
 run+=";head,-c,4194304,/dev/urandom,>/tmp/out;echo,tx-md5,\$(md5sum,</tmp/out)"

@@ -37,7 +37,7 @@ stamp=yun-$$-$RANDOM
 for kernel in vmlinuz vmlinux; do
 	what="Debian $(cat "$kdir/version") $kernel"
 	log=$LOGS/linux-userspace-$kernel.log
-	run="mount,/dev/vda,/mnt;echo,$stamp-$kernel>/mnt/stamp;cat,/sys/block/vda/serial;echo;umount,/mnt;grep,-c,^processor,/proc/cpuinfo;cat,/sys/devices/virtual/misc/hw_random/rng_current"
+	run="mount,/dev/vda,/mnt;echo,$stamp-$kernel>/mnt/stamp;sync;fstrim,-v,/mnt;echo,wz-max,\$(cat,/sys/block/vda/queue/write_zeroes_max_bytes);cat,/sys/block/vda/serial;echo;umount,/mnt;grep,-c,^processor,/proc/cpuinfo;cat,/sys/devices/virtual/misc/hw_random/rng_current"
 	start=$(date +%s)
 	timeout "$TIMEOUT" "$VMM" --kernel "$kdir/$kernel" --initrd "$initrd" --cpus 2 --memory 256 \
 		--disk "path=$disk,serial=yun-test-disk" --rng --console "file=$log" \
@@ -55,6 +55,10 @@ for kernel in vmlinuz vmlinux; do
 	expect "$what: the disk's interrupts are MSI-X" 'virtio0-req\.0|virtio_blk virtio0: 1/0/0' "$log"
 	expect "$what: ext4 mounted from /dev/vda" 'EXT4-fs \(vda\): mounted filesystem' "$log"
 	expect "$what: userspace ran" 'yun-guest: userspace up' "$log"
+	expect "$what: fstrim discarded the free blocks through our disk" \
+		'^/mnt: [1-9][0-9]* bytes trimmed' "$log"
+	expect "$what: yun-vmm served the discards" 'disk0: .* [1-9][0-9]* discards' "$log.stderr"
+	expect "$what: Linux's virtio_blk takes write-zeroes" '^wz-max [1-9][0-9]*' "$log"
 	expect "$what: the guest read the disk's serial" '^yun-test-disk' "$log"
 	expect "$what: the guest saw 2 CPUs" $'^2\r?$' "$log"
 	expect "$what: Linux's virtio_rng is the current hardware RNG" $'^virtio_rng\\.0\r?$' "$log"

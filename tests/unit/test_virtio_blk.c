@@ -45,6 +45,9 @@ struct blk_range_le {
 	uint32_t num_sectors, flags;
 };
 
+/* Every test runs under each engine. */
+static enum blk_engine engine;
+
 struct fixture {
 	struct guest_mem m;
 	uint8_t *ram;
@@ -61,11 +64,9 @@ static void sector_pattern(uint8_t *buf, unsigned sector)
 		buf[i] = (uint8_t)(sector * 7 + i);
 }
 
-static void open_device(struct fixture *f, bool readonly)
+static void open_device_with(struct fixture *f, const struct blk_config *cfg)
 {
-	struct blk_config cfg = {.path = f->path, .readonly = readonly, .serial = "unit-serial"};
-
-	assert_int_equal(virtio_blk_create(&cfg, "disk0", &f->m, &f->blk), 0);
+	assert_int_equal(virtio_blk_create(cfg, "disk0", &f->m, NULL, &f->blk), 0);
 	f->dev = virtio_blk_dev(f->blk);
 	/* What the transport does at DRIVER_OK. */
 	f->dev->driver_features = 1ULL << VIRTIO_F_VERSION_1;
@@ -74,6 +75,14 @@ static void open_device(struct fixture *f, bool readonly)
 	vd_init(&f->vd, f->ram, QSZ);
 	vd_setup_queue(&f->vd, &f->dev->vqs[0]);
 	assert_int_equal(virtq_activate(&f->dev->vqs[0], &f->m, f->dev->driver_features), 0);
+}
+
+static void open_device(struct fixture *f, bool readonly)
+{
+	struct blk_config cfg = {
+	    .path = f->path, .readonly = readonly, .serial = "unit-serial", .engine = engine};
+
+	open_device_with(f, &cfg);
 }
 
 static int setup_common(void **state, bool readonly)
@@ -135,6 +144,7 @@ static unsigned kick(struct fixture *f)
 	uint16_t before = vd_used_idx(&f->vd);
 
 	f->dev->ops->queue_notify(f->dev, 0);
+	virtio_blk_drain(f->blk);
 	return (uint16_t)(vd_used_idx(&f->vd) - before);
 }
 
@@ -491,17 +501,94 @@ static void test_image_lock(void **state)
 	struct blk_config rw = {.path = f->path}, ro = {.path = f->path, .readonly = true};
 	struct virtio_blk *b = NULL;
 
-	assert_int_equal(virtio_blk_create(&rw, "disk1", &f->m, &b), -EBUSY);
+	assert_int_equal(virtio_blk_create(&rw, "disk1", &f->m, NULL, &b), -EBUSY);
 	assert_null(b);
-	assert_int_equal(virtio_blk_create(&ro, "disk1", &f->m, &b), -EBUSY);
+	assert_int_equal(virtio_blk_create(&ro, "disk1", &f->m, NULL, &b), -EBUSY);
 	/* Once the writer is gone, readers share the image, and keep a writer out. */
 	virtio_blk_destroy(f->blk);
 	f->blk = NULL;
-	assert_int_equal(virtio_blk_create(&ro, "disk1", &f->m, &b), 0);
-	assert_int_equal(virtio_blk_create(&ro, "disk2", &f->m, &f->blk), 0);
+	assert_int_equal(virtio_blk_create(&ro, "disk1", &f->m, NULL, &b), 0);
+	assert_int_equal(virtio_blk_create(&ro, "disk2", &f->m, NULL, &f->blk), 0);
 	struct virtio_blk *w = NULL;
-	assert_int_equal(virtio_blk_create(&rw, "disk3", &f->m, &w), -EBUSY);
+	assert_int_equal(virtio_blk_create(&rw, "disk3", &f->m, NULL, &w), -EBUSY);
 	virtio_blk_destroy(b);
+}
+
+/* Five reads and writes published at once, served together, each answered in its own place. */
+static void test_many_in_flight(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t want[512];
+
+	for (uint16_t i = 0; i < 5; i++) {
+		uint64_t hdr = HDR_GPA + 32u * i, data = DATA_GPA + 512u * i;
+		uint64_t status = STATUS_GPA + i;
+		struct {
+			uint32_t type, reserved;
+			uint64_t sector;
+		} h = {i % 2 ? T_OUT : T_IN, 0, 10u + i};
+
+		memcpy(f->ram + hdr, &h, sizeof(h));
+		memset(f->ram + data, 0x40 + i, 512);
+		f->ram[status] = 0xee;
+		vd_desc(&f->vd, (uint16_t)(3 * i), hdr, 16, VIRTQ_DESC_F_NEXT,
+			(uint16_t)(3 * i + 1));
+		vd_desc(&f->vd, (uint16_t)(3 * i + 1), data, 512,
+			(uint16_t)(VIRTQ_DESC_F_NEXT | (i % 2 ? 0 : VIRTQ_DESC_F_WRITE)),
+			(uint16_t)(3 * i + 2));
+		vd_desc(&f->vd, (uint16_t)(3 * i + 2), status, 1, VIRTQ_DESC_F_WRITE, 0);
+		vd_publish(&f->vd, (uint16_t)(3 * i));
+	}
+	assert_int_equal(kick(f), 5);
+	for (unsigned i = 0; i < 5; i++) {
+		uint8_t got[512];
+
+		assert_int_equal(f->ram[STATUS_GPA + i], S_OK);
+		if (i % 2) {
+			memset(want, 0x40 + (int)i, 512);
+			file_sector(f, 10 + i, got);
+			assert_memory_equal(got, want, 512);
+		} else {
+			sector_pattern(want, 10 + i);
+			assert_memory_equal(f->ram + DATA_GPA + 512 * i, want, 512);
+		}
+	}
+	/* Every head came back once, reads with their data length. */
+	unsigned seen = 0;
+	for (uint16_t u = 0; u < 5; u++) {
+		struct virtq_used_elem e = vd_used(&f->vd, u);
+
+		assert_int_equal(e.id % 3, 0);
+		seen |= 1u << (e.id / 3);
+		assert_int_equal(e.len, (e.id / 3) % 2 ? 1 : 513);
+	}
+	assert_int_equal(seen, 0x1f);
+}
+
+/* A reset while requests are in flight: they finish, but nothing is written to the guest.
+ * (The synchronous engine has answered before the notification returns.) */
+static void test_reset_in_flight(void **state)
+{
+	struct fixture *f = *state;
+	uint16_t before = vd_used_idx(&f->vd);
+
+	put_header(f, T_IN, 3);
+	memset(f->ram + DATA_GPA, 0x77, 512);
+	f->ram[STATUS_GPA] = 0xee;
+	vd_desc(&f->vd, 0, HDR_GPA, 16, VIRTQ_DESC_F_NEXT, 1);
+	vd_desc(&f->vd, 1, DATA_GPA, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 2);
+	vd_desc(&f->vd, 2, STATUS_GPA, 1, VIRTQ_DESC_F_WRITE, 0);
+	vd_publish(&f->vd, 0);
+	f->dev->ops->queue_notify(f->dev, 0);
+	f->dev->ops->reset(f->dev);
+	virtio_blk_drain(f->blk);
+	if (engine == BLK_ENGINE_SYNC) {
+		assert_int_equal(vd_used_idx(&f->vd), (uint16_t)(before + 1));
+		assert_int_equal(f->ram[STATUS_GPA], S_OK);
+	} else {
+		assert_int_equal(vd_used_idx(&f->vd), before);
+		assert_int_equal(f->ram[STATUS_GPA], 0xee);
+	}
 }
 
 static void test_size_not_multiple_of_512(void **state)
@@ -515,12 +602,114 @@ static void test_size_not_multiple_of_512(void **state)
 	(void)state;
 	assert_true(fd >= 0);
 	assert_int_equal(ftruncate(fd, 1000), 0);
-	assert_int_equal(virtio_blk_create(&cfg, "disk0", &m, &b), -EINVAL);
+	assert_int_equal(virtio_blk_create(&cfg, "disk0", &m, NULL, &b), -EINVAL);
 	assert_null(b);
 	unlink(path);
 	close(fd);
 	cfg.path = "/nonexistent/disk.img";
-	assert_int_equal(virtio_blk_create(&cfg, "disk0", &m, &b), -ENOENT);
+	assert_int_equal(virtio_blk_create(&cfg, "disk0", &m, NULL, &b), -ENOENT);
+}
+
+/* The rate limiter's clock, moved by the tests. */
+static uint64_t fake_now;
+
+static uint64_t fake_clock(void)
+{
+	return fake_now;
+}
+
+/* Publish a one-sector read of `sector` as request i (descriptors 3i..3i+2). */
+static void publish_read(struct fixture *f, uint16_t i, uint64_t sector)
+{
+	uint64_t hdr = HDR_GPA + 32u * i, data = DATA_GPA + 512u * i, status = STATUS_GPA + i;
+	struct {
+		uint32_t type, reserved;
+		uint64_t sector;
+	} h = {T_IN, 0, sector};
+
+	memcpy(f->ram + hdr, &h, sizeof(h));
+	memset(f->ram + data, 0, 512);
+	f->ram[status] = 0xee;
+	vd_desc(&f->vd, (uint16_t)(3 * i), hdr, 16, VIRTQ_DESC_F_NEXT, (uint16_t)(3 * i + 1));
+	vd_desc(&f->vd, (uint16_t)(3 * i + 1), data, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE,
+		(uint16_t)(3 * i + 2));
+	vd_desc(&f->vd, (uint16_t)(3 * i + 2), status, 1, VIRTQ_DESC_F_WRITE, 0);
+	vd_publish(&f->vd, (uint16_t)(3 * i));
+}
+
+/* The limiter's timer fires at fake time t; returns how many requests completed. */
+static unsigned fire_at(struct fixture *f, uint64_t t)
+{
+	uint16_t before = vd_used_idx(&f->vd);
+
+	fake_now = t;
+	rate_limiter_timer(virtio_blk_rate_limiter(f->blk));
+	virtio_blk_drain(f->blk);
+	return (uint16_t)(vd_used_idx(&f->vd) - before);
+}
+
+/* One request a second, burst 1: the first is served, the second waits in the avail ring
+ * (not dropped, not answered) until the limiter's timer, a second later, brings it. */
+static void test_rate_limited_ops(void **state)
+{
+	struct fixture *f = *state;
+	struct blk_config cfg = {.path = f->path,
+				 .serial = "unit-serial",
+				 .engine = engine,
+				 .rate = {.ops = 1, .ops_burst = 1, .clock = fake_clock}};
+	uint8_t want[512];
+	struct blk_stats st;
+
+	virtio_blk_destroy(f->blk);
+	fake_now = 1000;
+	open_device_with(f, &cfg);
+	publish_read(f, 0, 20);
+	publish_read(f, 1, 21);
+	assert_int_equal(kick(f), 1);
+	assert_int_equal(f->ram[STATUS_GPA], S_OK);
+	assert_int_equal(f->ram[STATUS_GPA + 1], 0xee);
+	assert_int_equal(f->dev->vqs[0].last_avail_idx, 1);
+	/* The guest kicks again: still too early. */
+	fake_now += 500000000;
+	assert_int_equal(kick(f), 0);
+	assert_int_equal(fire_at(f, 1000 + 999999999), 0);
+	assert_int_equal(fire_at(f, 1000 + 1000000000), 1);
+	assert_int_equal(f->ram[STATUS_GPA + 1], S_OK);
+	assert_int_equal(vd_used(&f->vd, 1).id, 3);
+	sector_pattern(want, 21);
+	assert_memory_equal(f->ram + DATA_GPA + 512, want, 512);
+	virtio_blk_stats(f->blk, &st);
+	assert_int_equal(st.reads, 2);
+	assert_int_equal(st.throttled, 1);
+	assert_int_equal(st.throttled_ns, 1000000000);
+	assert_false(f->dev->broken);
+}
+
+/* 512 bytes a second: a 1024-byte read (over the burst) passes from the full bucket and
+ * leaves a debt of a second, so the next 512-byte read waits two. */
+static void test_rate_limited_bytes(void **state)
+{
+	struct fixture *f = *state;
+	struct blk_config cfg = {.path = f->path,
+				 .serial = "unit-serial",
+				 .engine = engine,
+				 .rate = {.bw = 512, .clock = fake_clock}};
+
+	virtio_blk_destroy(f->blk);
+	fake_now = 0;
+	open_device_with(f, &cfg);
+	assert_int_equal(request(f, T_IN, 0, 1024, true), S_OK);
+	publish_read(f, 1, 5);
+	assert_int_equal(kick(f), 0);
+	assert_int_equal(fire_at(f, 1999999999), 0);
+	assert_int_equal(fire_at(f, 2000000000), 1);
+	assert_int_equal(f->ram[STATUS_GPA + 1], S_OK);
+	/* The bytes are spent: a flush, which costs none, passes; a read waits. */
+	assert_int_equal(request(f, T_FLUSH, 0, 0, false), S_OK);
+	publish_read(f, 2, 6);
+	assert_int_equal(kick(f), 0);
+	assert_int_equal(fire_at(f, 3000000000), 1);
+	assert_int_equal(f->ram[STATUS_GPA + 2], S_OK);
 }
 
 int main(void)
@@ -543,8 +732,17 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_bad_ranges, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_readonly_no_discard, setup_readonly, teardown),
 	    cmocka_unit_test_setup_teardown(test_image_lock, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_many_in_flight, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reset_in_flight, setup, teardown),
 	    cmocka_unit_test(test_size_not_multiple_of_512),
+	    cmocka_unit_test_setup_teardown(test_rate_limited_ops, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rate_limited_bytes, setup, teardown),
 	};
+	int failed;
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	engine = BLK_ENGINE_SYNC;
+	failed = cmocka_run_group_tests_name("virtio-blk, synchronous engine", tests, NULL, NULL);
+	engine = BLK_ENGINE_IO_URING;
+	failed += cmocka_run_group_tests_name("virtio-blk, io_uring engine", tests, NULL, NULL);
+	return failed;
 }

@@ -36,7 +36,8 @@ struct fixture {
 	struct guest_mem m;
 	uint8_t *ram;
 	struct vring_driver rx, tx;
-	int peer; /* the host's end of the backend */
+	int peer;    /* the host's end of the backend */
+	int backend; /* the device's end */
 	struct virtio_net *net;
 	struct virtio_dev *dev;
 };
@@ -62,23 +63,30 @@ static void start(struct fixture *f, uint64_t features)
 	assert_int_equal(f->dev->ops->activate(f->dev), 0);
 }
 
-static int setup(void **state)
+static int setup_with(void **state, const struct rate_limit_config *rate)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 	struct net_config cfg = {.mac = {0x52, 0x54, 0x00, 0xaa, 0xbb, 0xcc}};
 	int sv[2];
 
+	if (rate)
+		cfg.rate = *rate;
 	f->ram = aligned_alloc(4096, RAM_SIZE);
 	memset(f->ram, 0, RAM_SIZE);
 	f->m.memfd = -1;
 	assert_int_equal(gm_add_region(&f->m, 0, RAM_SIZE, f->ram), 0);
 	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK, 0, sv), 0);
-	cfg.fd = sv[0];
+	cfg.fd = f->backend = sv[0];
 	f->peer = sv[1];
 	assert_int_equal(virtio_net_create(&cfg, "net0", &f->m, NULL, &f->net), 0);
 	f->dev = virtio_net_dev(f->net);
 	*state = f;
 	return 0;
+}
+
+static int setup(void **state)
+{
+	return setup_with(state, NULL);
 }
 
 static int teardown(void **state)
@@ -273,6 +281,101 @@ static void test_receive_malformed(void **state)
 	assert_int_equal(vd_used_idx(&f->rx), 0);
 }
 
+/* The rate limiters' clock, moved by the tests: one packet a second, burst 1, each way. */
+static uint64_t fake_now;
+
+static uint64_t fake_clock(void)
+{
+	return fake_now;
+}
+
+static int setup_limited(void **state)
+{
+	const struct rate_limit_config rate = {.ops = 1, .ops_burst = 1, .clock = fake_clock};
+
+	fake_now = 0;
+	return setup_with(state, &rate);
+}
+
+static void fire_at(struct fixture *f, bool tx, uint64_t t)
+{
+	fake_now = t;
+	rate_limiter_timer(virtio_net_rate_limiter(f->net, tx));
+}
+
+/* Two packets queued at once: one goes, the other stays in the avail ring until the limiter's
+ * timer brings it a second later. */
+static void test_transmit_rate_limited(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t pkt[HDR + 60], got[256];
+	struct net_stats st;
+
+	start(f, 0);
+	memset(pkt, 0, HDR);
+	for (uint16_t i = 0; i < 2; i++) {
+		frame(pkt + HDR, 60, (uint8_t)i);
+		memcpy(f->ram + BUF_GPA + i * 0x1000u, pkt, sizeof(pkt));
+		vd_desc(&f->tx, i, BUF_GPA + i * 0x1000u, sizeof(pkt), 0, 0);
+		vd_publish(&f->tx, i);
+	}
+	f->dev->ops->queue_notify(f->dev, TXQ);
+	assert_int_equal(vd_used_idx(&f->tx), 1);
+	assert_int_equal(f->dev->vqs[TXQ].last_avail_idx, 1);
+	assert_int_equal(read(f->peer, got, sizeof(got)), sizeof(pkt));
+	assert_int_equal(read(f->peer, got, sizeof(got)), -1);
+	fire_at(f, true, 999999999);
+	assert_int_equal(vd_used_idx(&f->tx), 1);
+	fire_at(f, true, 1000000000);
+	assert_int_equal(vd_used_idx(&f->tx), 2);
+	assert_int_equal(vd_used(&f->tx, 1).id, 1);
+	assert_int_equal(read(f->peer, got, sizeof(got)), sizeof(pkt));
+	assert_memory_equal(got + HDR, pkt + HDR, 60);
+	virtio_net_stats(f->net, &st);
+	assert_int_equal(st.tx_packets, 2);
+	assert_int_equal(st.tx_throttled, 1);
+	assert_int_equal(st.tx_throttled_ns, 1000000000);
+	assert_int_equal(st.rx_throttled, 0);
+}
+
+/* Three packets arrive at once: one is delivered, one is held in the device, the third waits
+ * in the backend; each following second brings one more. */
+static void test_receive_rate_limited(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t pkt[HDR + 100];
+	struct net_stats st;
+
+	start(f, 1ULL << F_MRG);
+	for (uint16_t i = 0; i < 3; i++)
+		post_rx(f, i, BUF_GPA + i * 0x1000u, 4096);
+	memset(pkt, 0, HDR);
+	for (uint8_t i = 0; i < 3; i++) {
+		frame(pkt + HDR, 100, i);
+		assert_int_equal(write(f->peer, pkt, sizeof(pkt)), sizeof(pkt));
+	}
+	virtio_net_poll_rx(f->net);
+	assert_int_equal(vd_used_idx(&f->rx), 1);
+	assert_int_equal(recv(f->backend, pkt, sizeof(pkt), MSG_PEEK | MSG_DONTWAIT), sizeof(pkt));
+	/* New buffers, a kick, more packets: none of them gets past the limiter. */
+	f->dev->ops->queue_notify(f->dev, RXQ);
+	virtio_net_poll_rx(f->net);
+	assert_int_equal(vd_used_idx(&f->rx), 1);
+	fire_at(f, false, 1000000000);
+	assert_int_equal(vd_used_idx(&f->rx), 2);
+	fire_at(f, false, 2000000000);
+	assert_int_equal(vd_used_idx(&f->rx), 3);
+	for (uint8_t i = 0; i < 3; i++) {
+		frame(pkt + HDR, 100, i);
+		assert_memory_equal(f->ram + BUF_GPA + i * 0x1000u + HDR, pkt + HDR, 100);
+	}
+	assert_int_equal(recv(f->backend, pkt, sizeof(pkt), MSG_PEEK | MSG_DONTWAIT), -1);
+	virtio_net_stats(f->net, &st);
+	assert_int_equal(st.rx_packets, 3);
+	assert_int_equal(st.rx_dropped, 0);
+	assert_int_equal(st.rx_throttled, 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -285,6 +388,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_receive_too_big_without_mergeable, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_receive_malformed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_transmit_rate_limited, setup_limited, teardown),
+	    cmocka_unit_test_setup_teardown(test_receive_rate_limited, setup_limited, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

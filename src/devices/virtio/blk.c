@@ -3,13 +3,17 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <liburing.h>
 #include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "common/event_loop.h"
 #include "common/log.h"
 
 /* virtio 1.2 §5.2.3 feature bits. */
@@ -76,6 +80,17 @@ struct blk_range {
 	uint32_t flags;
 };
 
+/* A read, write or flush in flight on the ring. */
+struct blk_req {
+	uint16_t head;
+	uint32_t type;
+	uint8_t *status; /* the request's status byte, in guest memory */
+	uint64_t off, len;
+	unsigned nr;
+	struct iovec iov[QUEUE_SIZE];
+	struct blk_req *next_free;
+};
+
 struct virtio_blk {
 	struct virtio_dev vdev;
 	char id[16];
@@ -85,6 +100,14 @@ struct virtio_blk {
 	uint64_t capacity; /* in sectors */
 	struct virtio_blk_config config;
 	struct blk_stats stats;
+	/* The io_uring engine: requests in flight, completions signalled on an eventfd. */
+	bool uring;
+	struct io_uring ring;
+	int ring_efd;
+	struct event_loop *loop;
+	struct blk_req *reqs, *free_reqs;
+	unsigned inflight, unsubmitted;
+	struct rate_limiter limiter;
 	/* Scratch for one request, kept here rather than on the stack. */
 	struct virtq_chain chain;
 	struct iovec data[VIRTQ_MAX_SIZE];
@@ -248,6 +271,21 @@ static uint8_t blk_ranges(struct virtio_blk *b, const struct virtq_chain *c, boo
 	return VIRTIO_BLK_S_OK;
 }
 
+/* The checks a read or write must pass before any I/O; *len is its data length. */
+static uint8_t rw_check(const struct virtio_blk *b, const struct virtq_chain *c, uint32_t type,
+			uint64_t sector, uint64_t *len)
+{
+	if (type == VIRTIO_BLK_T_IN) {
+		*len = c->in_len - 1;
+		return c->out_len == HEADER_BYTES && in_range(b, sector, *len) ? VIRTIO_BLK_S_OK
+									       : VIRTIO_BLK_S_IOERR;
+	}
+	*len = c->out_len - HEADER_BYTES;
+	/* §5.2.6.2: with VIRTIO_BLK_F_RO a write fails with IOERR and writes nothing. */
+	return !b->readonly && c->in_len == 1 && in_range(b, sector, *len) ? VIRTIO_BLK_S_OK
+									   : VIRTIO_BLK_S_IOERR;
+}
+
 /* Serve one request; returns the bytes written into device-writable buffers, or -1 for a
  * chain too malformed to answer (no header or no status byte). */
 static int64_t blk_handle_request(struct virtio_blk *b, struct virtq_chain *c)
@@ -267,11 +305,9 @@ static int64_t blk_handle_request(struct virtio_blk *b, struct virtq_chain *c)
 
 	switch (hdr.type) {
 	case VIRTIO_BLK_T_IN:
-		len = c->in_len - 1;
-		if (c->out_len != HEADER_BYTES || !in_range(b, hdr.sector, len)) {
-			status = VIRTIO_BLK_S_IOERR;
+		status = rw_check(b, c, hdr.type, hdr.sector, &len);
+		if (status != VIRTIO_BLK_S_OK)
 			break;
-		}
 		nr = data_iov(b->data, c->in, c->nr_in, 0, 1);
 		if (blk_rw(b, false, b->data, nr, (off_t)(hdr.sector * SECTOR_SIZE))) {
 			status = VIRTIO_BLK_S_IOERR;
@@ -282,12 +318,9 @@ static int64_t blk_handle_request(struct virtio_blk *b, struct virtq_chain *c)
 		b->stats.bytes_read += len;
 		break;
 	case VIRTIO_BLK_T_OUT:
-		len = c->out_len - HEADER_BYTES;
-		/* §5.2.6.2: with VIRTIO_BLK_F_RO a write fails with IOERR and writes nothing. */
-		if (b->readonly || c->in_len != 1 || !in_range(b, hdr.sector, len)) {
-			status = VIRTIO_BLK_S_IOERR;
+		status = rw_check(b, c, hdr.type, hdr.sector, &len);
+		if (status != VIRTIO_BLK_S_OK)
 			break;
-		}
 		nr = data_iov(b->data, c->out, c->nr_out, HEADER_BYTES, 0);
 		if (blk_rw(b, true, b->data, nr, (off_t)(hdr.sector * SECTOR_SIZE))) {
 			status = VIRTIO_BLK_S_IOERR;
@@ -324,21 +357,218 @@ static int64_t blk_handle_request(struct virtio_blk *b, struct virtq_chain *c)
 	return (int64_t)written + 1;
 }
 
-static void blk_queue_notify(struct virtio_dev *d, unsigned q)
+/* The status byte: the last byte of the last non-empty device-writable buffer. */
+static uint8_t *status_byte(const struct virtq_chain *c)
 {
-	struct virtio_blk *b = d->priv;
-	struct virtq *vq = &d->vqs[0];
-	bool served = false;
-	int r;
+	for (unsigned i = c->nr_in; i-- > 0;)
+		if (c->in[i].iov_len)
+			return (uint8_t *)c->in[i].iov_base + c->in[i].iov_len - 1;
+	return NULL;
+}
+
+/*
+ * Put a valid read, write or flush on the ring. Returns false for anything else (an error to
+ * answer, another type, more pieces than a request slot holds, every slot in use): the
+ * synchronous path serves those.
+ */
+static bool blk_submit(struct virtio_blk *b, const struct virtq_chain *c)
+{
+	struct {
+		uint32_t type;
+		uint32_t reserved;
+		uint64_t sector;
+	} hdr;
+	struct blk_req *r = b->free_reqs;
+	struct io_uring_sqe *sqe;
+	uint64_t len = 0;
+
+	if (!b->uring || !r || c->out_len < HEADER_BYTES || c->in_len < 1)
+		return false;
+	iov_to_buf(c->out, c->nr_out, 0, &hdr, sizeof(hdr));
+	switch (hdr.type) {
+	case VIRTIO_BLK_T_IN:
+	case VIRTIO_BLK_T_OUT:
+		if (rw_check(b, c, hdr.type, hdr.sector, &len) != VIRTIO_BLK_S_OK ||
+		    (hdr.type == VIRTIO_BLK_T_IN ? c->nr_in : c->nr_out) > QUEUE_SIZE)
+			return false;
+		break;
+	case VIRTIO_BLK_T_FLUSH:
+		if (b->readonly)
+			return false;
+		break;
+	default:
+		return false;
+	}
+	sqe = io_uring_get_sqe(&b->ring);
+	if (!sqe) {
+		io_uring_submit(&b->ring);
+		b->unsubmitted = 0;
+		sqe = io_uring_get_sqe(&b->ring);
+		if (!sqe)
+			return false;
+	}
+	r->head = c->head;
+	r->type = hdr.type;
+	r->status = status_byte(c);
+	r->off = hdr.sector * SECTOR_SIZE;
+	r->len = len;
+	if (hdr.type == VIRTIO_BLK_T_IN) {
+		r->nr = data_iov(r->iov, c->in, c->nr_in, 0, 1);
+		io_uring_prep_readv(sqe, b->fd, r->iov, r->nr, r->off);
+	} else if (hdr.type == VIRTIO_BLK_T_OUT) {
+		r->nr = data_iov(r->iov, c->out, c->nr_out, HEADER_BYTES, 0);
+		io_uring_prep_writev(sqe, b->fd, r->iov, r->nr, r->off);
+	} else {
+		r->nr = 0;
+		io_uring_prep_fsync(sqe, b->fd, IORING_FSYNC_DATASYNC);
+	}
+	io_uring_sqe_set_data(sqe, r);
+	b->free_reqs = r->next_free;
+	b->inflight++;
+	b->unsubmitted++;
+	return true;
+}
+
+/* Drop the first `n` bytes of an iovec array, in place. */
+static unsigned iov_skip(struct iovec *iov, unsigned nr, uint64_t n)
+{
+	unsigned i = 0;
+
+	while (i < nr && n >= iov[i].iov_len)
+		n -= iov[i++].iov_len;
+	if (i < nr) {
+		iov[i].iov_base = (uint8_t *)iov[i].iov_base + n;
+		iov[i].iov_len -= n;
+	}
+	memmove(iov, iov + i, (nr - i) * sizeof(*iov));
+	return nr - i;
+}
+
+/* A request the ring finished: its status, and its place in the used ring unless the
+ * device was reset meanwhile (`answer` false: the guest gave those buffers up). */
+static void blk_complete(struct virtio_blk *b, struct blk_req *r, int res, bool answer)
+{
+	uint8_t status = VIRTIO_BLK_S_OK;
+	bool write = r->type == VIRTIO_BLK_T_OUT;
+
+	if (res < 0) {
+		status = VIRTIO_BLK_S_IOERR;
+	} else if (r->type != VIRTIO_BLK_T_FLUSH && (uint64_t)res < r->len) {
+		/* A short transfer: the rest synchronously (a read past EOF is an error). */
+		unsigned nr = iov_skip(r->iov, r->nr, (uint64_t)res);
+
+		if (blk_rw(b, write, r->iov, nr, (off_t)(r->off + (uint64_t)res)))
+			status = VIRTIO_BLK_S_IOERR;
+	}
+	if (status != VIRTIO_BLK_S_OK) {
+		b->stats.errors++;
+	} else if (r->type == VIRTIO_BLK_T_IN) {
+		b->stats.reads++;
+		b->stats.bytes_read += r->len;
+	} else if (write) {
+		b->stats.writes++;
+		b->stats.bytes_written += r->len;
+	} else {
+		b->stats.flushes++;
+	}
+	if (answer) {
+		*r->status = status;
+		virtq_push(&b->vdev.vqs[0], r->head,
+			   (uint32_t)((r->type == VIRTIO_BLK_T_IN && !status ? r->len : 0) + 1));
+	}
+	r->next_free = b->free_reqs;
+	b->free_reqs = r;
+	b->inflight--;
+}
+
+/* Take finished requests off the ring, waiting for all of them with `all`; under vdev.lock.
+ * Returns how many were answered. */
+static unsigned blk_reap(struct virtio_blk *b, bool all, bool answer)
+{
+	struct io_uring_cqe *cqe;
+	unsigned done = 0;
+
+	if (b->unsubmitted) {
+		io_uring_submit(&b->ring);
+		b->unsubmitted = 0;
+	}
+	while (b->inflight) {
+		int err =
+		    all ? io_uring_wait_cqe(&b->ring, &cqe) : io_uring_peek_cqe(&b->ring, &cqe);
+
+		if (err == -EINTR)
+			continue;
+		if (err < 0)
+			break;
+		struct blk_req *r = io_uring_cqe_get_data(cqe);
+		int res = cqe->res;
+
+		io_uring_cqe_seen(&b->ring, cqe);
+		blk_complete(b, r, res, answer);
+		done++;
+	}
+	return answer ? done : 0;
+}
+
+/* The ring's eventfd: requests finished. */
+static void on_completion(void *opaque, uint32_t events)
+{
+	struct virtio_blk *b = opaque;
+	struct virtio_dev *d = &b->vdev;
+	uint64_t v;
+
+	if (read(b->ring_efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_warn("%s: completion eventfd: %s", b->id, strerror(errno));
+	pthread_mutex_lock(&d->lock);
+	if (blk_reap(b, false, true))
+		virtio_queue_notify_driver(d, 0);
+	pthread_mutex_unlock(&d->lock);
+}
+
+void virtio_blk_drain(struct virtio_blk *b)
+{
+	struct virtio_dev *d = &b->vdev;
 
 	pthread_mutex_lock(&d->lock);
-	d->stat_notifications++;
-	if (q != 0 || d->broken || !(d->status & VIRTIO_STATUS_DRIVER_OK) || !vq->ready) {
-		pthread_mutex_unlock(&d->lock);
+	if (b->uring && blk_reap(b, true, true))
+		virtio_queue_notify_driver(d, 0);
+	pthread_mutex_unlock(&d->lock);
+}
+
+/*
+ * What a request costs the rate limiter in bytes: its data buffers, all but the header and the
+ * status byte. That is a read's or write's data and nothing for a flush; GET_ID, discard and
+ * write-zeroes cost their few bytes too, since the cost is counted from the chain's lengths,
+ * never from the header's type, which the guest could change between this check and the I/O.
+ */
+static uint64_t request_bytes(const struct virtq_chain *c)
+{
+	if (c->out_len < HEADER_BYTES || c->in_len < 1)
+		return 0; /* answered with an error, or breaks the device */
+	return c->out_len - HEADER_BYTES + c->in_len - 1;
+}
+
+/* Serve what the driver made available, under vdev.lock; both engines start here. */
+static void blk_serve(struct virtio_blk *b)
+{
+	struct virtio_dev *d = &b->vdev;
+	struct virtq *vq = &d->vqs[0];
+	bool served = false, throttled = false;
+	int r;
+
+	if (d->broken || !(d->status & VIRTIO_STATUS_DRIVER_OK) || !vq->ready)
 		return;
-	}
 	for (;;) {
 		while ((r = virtq_pop(vq, &b->chain)) == 1) {
+			if (!rate_limiter_consume(&b->limiter, request_bytes(&b->chain), 1)) {
+				/* Over the limit: the request stays in the avail ring until the
+				 * limiter's timer brings the device back. */
+				vq->last_avail_idx--;
+				throttled = true;
+				break;
+			}
+			if (blk_submit(b, &b->chain))
+				continue;
 			int64_t written = blk_handle_request(b, &b->chain);
 
 			if (written < 0) {
@@ -354,14 +584,34 @@ static void blk_queue_notify(struct virtio_dev *d, unsigned q)
 				virtio_dev_error(d, "malformed descriptor chain");
 			break;
 		}
+		if (throttled)
+			break;
 		/* Re-enable notifications, then look again for buffers that raced with it. */
 		virtq_set_notification(vq, true);
 		if (vq->avail->idx == vq->last_avail_idx)
 			break;
 	}
+	if (b->unsubmitted) {
+		io_uring_submit(&b->ring);
+		b->unsubmitted = 0;
+	}
 	if (served)
 		virtio_queue_notify_driver(d, 0);
+}
+
+static void blk_queue_notify(struct virtio_dev *d, unsigned q)
+{
+	pthread_mutex_lock(&d->lock);
+	d->stat_notifications++;
+	if (q == 0)
+		blk_serve(d->priv);
 	pthread_mutex_unlock(&d->lock);
+}
+
+/* The rate limiter's timer: the tokens a request waited for are there (under vdev.lock). */
+static void blk_unthrottled(void *opaque)
+{
+	blk_serve(opaque);
 }
 
 static int blk_activate(struct virtio_dev *d)
@@ -371,7 +621,12 @@ static int blk_activate(struct virtio_dev *d)
 
 static void blk_reset(struct virtio_dev *d)
 {
-	/* Requests complete synchronously: nothing is in flight to cancel. */
+	struct virtio_blk *b = d->priv;
+
+	/* Requests in flight finish first (I/O cannot be recalled), unanswered: after a reset
+	 * their buffers are no longer the device's to write. */
+	if (b->uring)
+		blk_reap(b, true, false);
 }
 
 static const struct virtio_dev_ops blk_ops = {
@@ -404,8 +659,43 @@ static int lock_image(int fd, const struct blk_config *cfg)
 	return -1;
 }
 
+/* The io_uring engine: a ring as deep as the queue, completions on an eventfd on the loop. */
+static int uring_setup(struct virtio_blk *b, struct event_loop *loop)
+{
+	int err = io_uring_queue_init(QUEUE_SIZE, &b->ring, 0);
+
+	if (err < 0)
+		return err;
+	b->reqs = calloc(QUEUE_SIZE, sizeof(*b->reqs));
+	b->ring_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (!b->reqs || b->ring_efd < 0) {
+		err = b->reqs ? -errno : -ENOMEM;
+		goto err;
+	}
+	err = io_uring_register_eventfd(&b->ring, b->ring_efd);
+	if (!err && loop)
+		err = event_loop_add(loop, b->ring_efd, EPOLLIN, on_completion, b);
+	if (err)
+		goto err;
+	for (unsigned i = 0; i < QUEUE_SIZE; i++) {
+		b->reqs[i].next_free = b->free_reqs;
+		b->free_reqs = &b->reqs[i];
+	}
+	b->loop = loop;
+	b->uring = true;
+	return 0;
+err:
+	if (b->ring_efd >= 0)
+		close(b->ring_efd);
+	b->ring_efd = -1;
+	free(b->reqs);
+	b->reqs = NULL;
+	io_uring_queue_exit(&b->ring);
+	return err;
+}
+
 int virtio_blk_create(const struct blk_config *cfg, const char *id, const struct guest_mem *mem,
-		      struct virtio_blk **out)
+		      struct event_loop *loop, struct virtio_blk **out)
 {
 	struct virtio_blk *b = calloc(1, sizeof(*b));
 	struct stat st;
@@ -413,6 +703,7 @@ int virtio_blk_create(const struct blk_config *cfg, const char *id, const struct
 
 	if (!b)
 		return -ENOMEM;
+	b->ring_efd = -1;
 	b->fd = open(cfg->path, (cfg->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 	if (b->fd < 0 || fstat(b->fd, &st) < 0) {
 		err = -errno;
@@ -433,6 +724,17 @@ int virtio_blk_create(const struct blk_config *cfg, const char *id, const struct
 	b->readonly = cfg->readonly;
 	memset(b->serial, 0, sizeof(b->serial));
 	memcpy(b->serial, cfg->serial, strnlen(cfg->serial, ID_BYTES));
+	if (cfg->engine != BLK_ENGINE_SYNC) {
+		err = uring_setup(b, loop);
+		if (err && cfg->engine == BLK_ENGINE_IO_URING) {
+			log_error("disk %s: io_uring: %s", cfg->path, strerror(-err));
+			goto err;
+		}
+		if (err)
+			log_warn("disk %s: io_uring unavailable (%s): requests are served "
+				 "synchronously",
+				 cfg->path, strerror(-err));
+	}
 	b->capacity = (uint64_t)st.st_size / SECTOR_SIZE;
 	b->config.capacity = b->capacity;
 	b->config.seg_max = QUEUE_SIZE - 2;
@@ -445,6 +747,12 @@ int virtio_blk_create(const struct blk_config *cfg, const char *id, const struct
 
 	virtio_dev_init(&b->vdev, &blk_ops, b, b->id, mem, 1, QUEUE_SIZE);
 	b->vdev.config_size = sizeof(b->config);
+	err = rate_limiter_init(&b->limiter, &cfg->rate, loop, &b->vdev.lock, blk_unthrottled, b);
+	if (err) {
+		log_error("disk %s: rate limiter: %s", cfg->path, strerror(-err));
+		virtio_blk_destroy(b);
+		return err;
+	}
 	b->vdev.device_features =
 	    (1ULL << VIRTIO_BLK_F_SEG_MAX) | (1ULL << VIRTIO_BLK_F_BLK_SIZE) |
 	    (1ULL << VIRTIO_BLK_F_FLUSH) | (1ULL << VIRTIO_F_INDIRECT_DESC) |
@@ -469,13 +777,31 @@ void virtio_blk_stats(struct virtio_blk *b, struct blk_stats *out)
 {
 	pthread_mutex_lock(&b->vdev.lock);
 	*out = b->stats;
+	out->throttled = b->limiter.throttled;
+	out->throttled_ns = b->limiter.throttled_ns;
 	pthread_mutex_unlock(&b->vdev.lock);
+}
+
+struct rate_limiter *virtio_blk_rate_limiter(struct virtio_blk *b)
+{
+	return &b->limiter;
 }
 
 void virtio_blk_destroy(struct virtio_blk *b)
 {
 	if (!b)
 		return;
+	if (b->uring) {
+		pthread_mutex_lock(&b->vdev.lock);
+		blk_reap(b, true, false);
+		pthread_mutex_unlock(&b->vdev.lock);
+		if (b->loop)
+			event_loop_del(b->loop, b->ring_efd);
+		io_uring_queue_exit(&b->ring);
+		close(b->ring_efd);
+		free(b->reqs);
+	}
+	rate_limiter_destroy(&b->limiter);
 	if (b->stats.reads || b->stats.writes || b->stats.flushes || b->stats.discards ||
 	    b->stats.write_zeroes || b->stats.errors)
 		log_info(
@@ -486,6 +812,10 @@ void virtio_blk_destroy(struct virtio_blk *b)
 		    (unsigned long long)b->stats.bytes_written,
 		    (unsigned long long)b->stats.flushes, (unsigned long long)b->stats.discards,
 		    (unsigned long long)b->stats.write_zeroes, (unsigned long long)b->stats.errors);
+	if (b->limiter.throttled)
+		log_info("%s: held back by the rate limiter %llu times, %llu ms in all", b->id,
+			 (unsigned long long)b->limiter.throttled,
+			 (unsigned long long)(b->limiter.throttled_ns / 1000000));
 	close(b->fd);
 	pthread_mutex_destroy(&b->vdev.lock);
 	free(b);

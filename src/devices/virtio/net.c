@@ -55,8 +55,11 @@ struct virtio_net {
 	struct event_loop *loop;
 	struct virtio_net_config config;
 	struct net_stats stats;
-	bool rx_waiting;      /* a packet waits (in the tap or pending) for receive buffers */
-	uint64_t pending_len; /* a packet in the bounce buffer, not yet delivered */
+	bool rx_waiting;       /* a packet waits (in the tap or pending) for receive buffers */
+	uint64_t pending_len;  /* a packet in the bounce buffer, not yet delivered */
+	bool pending_admitted; /* ... and the receive rate limiter let it through */
+	/* One limiter a direction, each with the configured rates. */
+	struct rate_limiter rx_limiter, tx_limiter;
 	struct virtq_chain chain;
 	/* Mergeable receive: the chains one packet is spread over, and the bounce buffer. */
 	uint16_t heads[QUEUE_SIZE];
@@ -87,7 +90,7 @@ static void net_tx(struct virtio_net *n)
 {
 	struct virtio_dev *d = &n->vdev;
 	struct virtq *vq = &d->vqs[TXQ];
-	bool served = false;
+	bool served = false, throttled = false;
 	int r;
 
 	for (;;) {
@@ -101,6 +104,13 @@ static void net_tx(struct virtio_net *n)
 						 (unsigned long long)c->out_len,
 						 (unsigned long long)c->in_len);
 				r = -EINVAL;
+				break;
+			}
+			if (!rate_limiter_consume(&n->tx_limiter, c->out_len - HDR_BYTES, 1)) {
+				/* Over the limit: the packet stays in the avail ring until the
+				 * limiter's timer brings the device back. */
+				vq->last_avail_idx--;
+				throttled = true;
 				break;
 			}
 			do
@@ -122,6 +132,8 @@ static void net_tx(struct virtio_net *n)
 				virtio_dev_error(d, "malformed transmit chain");
 			break;
 		}
+		if (throttled)
+			break;
 		virtq_set_notification(vq, true);
 		if (vq->avail->idx == vq->last_avail_idx)
 			break;
@@ -206,10 +218,12 @@ static int net_rx_deliver(struct virtio_net *n)
 }
 
 /*
- * Receive one packet into the guest's buffers. Returns 1 when one was delivered, 0 when the
- * tap is empty or the guest has no buffers (n->rx_waiting says which), -1 for a broken queue.
+ * Read the tap's next packet, once the guest has a buffer for it: straight into a chain that
+ * holds any packet, when nothing limits the rate (returns 1, delivered), or into the bounce
+ * buffer (returns 0 with n->pending_len set). Otherwise 0 when the tap is empty or the guest
+ * has no buffers (n->rx_waiting says which), -1 for a broken queue.
  */
-static int net_rx_one(struct virtio_net *n)
+static int net_rx_read(struct virtio_net *n)
 {
 	struct virtio_dev *d = &n->vdev;
 	struct virtq *vq = &d->vqs[RXQ];
@@ -218,8 +232,6 @@ static int net_rx_one(struct virtio_net *n)
 	uint16_t nbufs = 1;
 	int r;
 
-	if (n->pending_len)
-		return net_rx_deliver(n);
 	r = virtq_pop(vq, c);
 	if (r <= 0) {
 		n->rx_waiting = r == 0;
@@ -230,7 +242,7 @@ static int net_rx_one(struct virtio_net *n)
 				 (unsigned long long)c->in_len, (unsigned long long)c->out_len);
 		return -1;
 	}
-	if (c->in_len >= MAX_PACKET) {
+	if (c->in_len >= MAX_PACKET && !rate_limiter_active(&n->rx_limiter)) {
 		/* Buffers that hold any packet: straight into the guest's memory. */
 		do
 			len = readv(n->fd, c->in, (int)c->nr_in);
@@ -256,6 +268,33 @@ static int net_rx_one(struct virtio_net *n)
 		return 0;
 	}
 	n->pending_len = (uint64_t)len;
+	n->pending_admitted = false;
+	return 0;
+}
+
+/*
+ * Receive one packet into the guest's buffers. Returns 1 when one was delivered, 0 when the
+ * tap is empty or the guest has no buffers (n->rx_waiting says which) or the rate limiter
+ * holds the packet back (not waiting then: the limiter's timer brings the device back), -1 for
+ * a broken queue.
+ */
+static int net_rx_one(struct virtio_net *n)
+{
+	if (!n->pending_len) {
+		int r = net_rx_read(n);
+
+		if (r != 0 || !n->pending_len)
+			return r;
+	}
+	/* With a limit, a packet is read first (its size is its cost) and held here, the rest
+	 * waiting in the tap's queue, until the limiter lets it through. */
+	if (!n->pending_admitted) {
+		if (!rate_limiter_consume(&n->rx_limiter, n->pending_len - HDR_BYTES, 1)) {
+			n->rx_waiting = false;
+			return 0;
+		}
+		n->pending_admitted = true;
+	}
 	return net_rx_deliver(n);
 }
 
@@ -283,7 +322,7 @@ static void net_rx(struct virtio_net *n)
 			break;
 		}
 		if (!n->rx_waiting)
-			break; /* the tap is empty */
+			break; /* the tap is empty, or the rate limiter holds a packet back */
 		/* Out of buffers: ask for a kick, then go on only if the driver added buffers
 		 * meanwhile (a packet held back may need more than one). */
 		virtq_set_notification(vq, true);
@@ -300,6 +339,21 @@ void virtio_net_poll_rx(struct virtio_net *n)
 	pthread_mutex_lock(&n->vdev.lock);
 	net_rx(n);
 	pthread_mutex_unlock(&n->vdev.lock);
+}
+
+/* The rate limiters' timers, under vdev.lock: the tokens a packet waited for are there. */
+static void net_rx_unthrottled(void *opaque)
+{
+	net_rx(opaque);
+}
+
+static void net_tx_unthrottled(void *opaque)
+{
+	struct virtio_net *n = opaque;
+	struct virtio_dev *d = &n->vdev;
+
+	if (!d->broken && (d->status & VIRTIO_STATUS_DRIVER_OK) && d->vqs[TXQ].ready)
+		net_tx(n);
 }
 
 /* The tap became readable (edge-triggered: read until it is empty or buffers run out). */
@@ -355,6 +409,7 @@ static void net_reset(struct virtio_dev *d)
 
 	n->rx_waiting = false;
 	n->pending_len = 0; /* a reset device drops the packet it held */
+	n->pending_admitted = false;
 }
 
 static const struct virtio_dev_ops net_ops = {
@@ -400,6 +455,7 @@ int virtio_net_create(const struct net_config *cfg, const char *id, const struct
 
 	if (!n)
 		return -ENOMEM;
+	n->rx_limiter.timerfd = n->tx_limiter.timerfd = -1;
 	if (cfg->tap[0]) {
 		n->fd = open_tap(cfg->tap);
 		n->is_tap = true;
@@ -432,14 +488,20 @@ int virtio_net_create(const struct net_config *cfg, const char *id, const struct
 	    (1ULL << VIRTIO_NET_F_HOST_TSO6) | (1ULL << VIRTIO_NET_F_HOST_ECN) |
 	    (1ULL << VIRTIO_NET_F_MRG_RXBUF) | (1ULL << VIRTIO_NET_F_STATUS) |
 	    (1ULL << VIRTIO_F_INDIRECT_DESC) | (1ULL << VIRTIO_F_EVENT_IDX);
-	if (loop) {
+	err = rate_limiter_init(&n->rx_limiter, &cfg->rate, loop, &n->vdev.lock, net_rx_unthrottled,
+				n);
+	if (!err)
+		err = rate_limiter_init(&n->tx_limiter, &cfg->rate, loop, &n->vdev.lock,
+					net_tx_unthrottled, n);
+	if (!err && loop)
 		err = event_loop_add(loop, n->fd, EPOLLIN | EPOLLET, on_tap, n);
-		if (err) {
-			close(n->fd);
-			pthread_mutex_destroy(&n->vdev.lock);
-			free(n);
-			return err;
-		}
+	if (err) {
+		rate_limiter_destroy(&n->rx_limiter);
+		rate_limiter_destroy(&n->tx_limiter);
+		close(n->fd);
+		pthread_mutex_destroy(&n->vdev.lock);
+		free(n);
+		return err;
 	}
 	*out = n;
 	return 0;
@@ -454,7 +516,16 @@ void virtio_net_stats(struct virtio_net *n, struct net_stats *out)
 {
 	pthread_mutex_lock(&n->vdev.lock);
 	*out = n->stats;
+	out->rx_throttled = n->rx_limiter.throttled;
+	out->rx_throttled_ns = n->rx_limiter.throttled_ns;
+	out->tx_throttled = n->tx_limiter.throttled;
+	out->tx_throttled_ns = n->tx_limiter.throttled_ns;
 	pthread_mutex_unlock(&n->vdev.lock);
+}
+
+struct rate_limiter *virtio_net_rate_limiter(struct virtio_net *n, bool tx)
+{
+	return tx ? &n->tx_limiter : &n->rx_limiter;
 }
 
 void virtio_net_destroy(struct virtio_net *n)
@@ -467,6 +538,15 @@ void virtio_net_destroy(struct virtio_net *n)
 		 (unsigned long long)n->stats.rx_bytes, (unsigned long long)n->stats.rx_dropped,
 		 (unsigned long long)n->stats.tx_packets, (unsigned long long)n->stats.tx_bytes,
 		 (unsigned long long)n->stats.tx_dropped);
+	if (n->rx_limiter.throttled || n->tx_limiter.throttled)
+		log_info("%s: held back by the rate limiters: rx %llu times, %llu ms; tx %llu "
+			 "times, %llu ms",
+			 n->id, (unsigned long long)n->rx_limiter.throttled,
+			 (unsigned long long)(n->rx_limiter.throttled_ns / 1000000),
+			 (unsigned long long)n->tx_limiter.throttled,
+			 (unsigned long long)(n->tx_limiter.throttled_ns / 1000000));
+	rate_limiter_destroy(&n->rx_limiter);
+	rate_limiter_destroy(&n->tx_limiter);
 	if (n->loop)
 		event_loop_del(n->loop, n->fd);
 	close(n->fd);

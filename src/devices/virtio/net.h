@@ -5,13 +5,20 @@
  * checksum and segmentation offloads pass between guest and host untouched: transmit is one
  * writev(2) straight from guest memory; receive reads into the guest's buffer when one chain
  * holds the largest packet, and otherwise through one bounce buffer into mergeable buffers.
+ *
+ * Optionally rate-limited (common/token_bucket.h), each direction on its own with the same
+ * rates: a packet costs its frame's bytes and one operation. A packet to transmit over the
+ * limit stays in the avail ring; on receive, one packet is read and held in the device, the
+ * rest wait in the tap's queue (where the host kernel drops what overflows, as a link would).
  */
 #ifndef YUN_DEVICES_VIRTIO_NET_H
 #define YUN_DEVICES_VIRTIO_NET_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/event_loop.h"
+#include "common/token_bucket.h"
 #include "devices/virtio/virtio.h"
 
 struct net_config {
@@ -21,11 +28,14 @@ struct net_config {
 	 * header and frame, which tests use). Non-blocking; the device owns it from then on. */
 	int fd;
 	uint8_t mac[6];
+	struct rate_limit_config rate; /* for each direction */
 };
 
 struct net_stats {
 	uint64_t rx_packets, rx_bytes, rx_dropped;
 	uint64_t tx_packets, tx_bytes, tx_dropped;
+	/* Held back by the rate limiters: times, and for how long in all. */
+	uint64_t rx_throttled, rx_throttled_ns, tx_throttled, tx_throttled_ns;
 };
 
 struct virtio_net;
@@ -36,6 +46,8 @@ struct virtio_dev *virtio_net_dev(struct virtio_net *n);
 /* Receive what the backend holds, as the event loop does when it becomes readable. */
 void virtio_net_poll_rx(struct virtio_net *n);
 void virtio_net_stats(struct virtio_net *n, struct net_stats *out);
+/* A direction's rate limiter (tests drive its timer). */
+struct rate_limiter *virtio_net_rate_limiter(struct virtio_net *n, bool tx);
 void virtio_net_destroy(struct virtio_net *n);
 
 #endif
