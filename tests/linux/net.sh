@@ -50,23 +50,59 @@ run+=";ping,-c,3,10.0.2.1;ping,-c,3,-s,8000,10.0.2.1"
 run+=";head,-c,4194304,/dev/urandom,>/tmp/out;echo,tx-md5,\$(md5sum,</tmp/out)"
 run+=";nc,10.0.2.1,5000,</tmp/out;sleep,1"
 run+=";nc,10.0.2.1,5001,>/tmp/in;echo,rx-md5,\$(md5sum,</tmp/in);wc,-c,/tmp/in"
-start=$(date +%s)
-in_ns timeout "$TIMEOUT" "$VMM" --kernel "$kdir/vmlinuz" --initrd "$initrd" --cpus 2 \
-	--memory 256 --net "tap=yuntap0,mac=$mac" --console "file=$log" --no-reboot \
-	--cmdline "console=ttyS0 panic=-1 yun.run=$run" 2>"$log.stderr" &
-vmm=$!
-for _ in $(seq 100); do in_ns ip link show yuntap0 >/dev/null 2>&1 && break; sleep 0.1; done
-in_ns ip addr add 10.0.2.1/24 dev yuntap0
-in_ns ip link set yuntap0 up
-# The host's ends: a receiver that keeps its side open, and a sender.
-# (sleep holds nc's stdin open: busybox nc stops at EOF there; it must not hold the test's output.)
-sleep 600 2>/dev/null | in_ns busybox nc -l -p 5000 >"$dir/from-guest" &
-listeners=$(jobs -p) # the sleep
-in_ns busybox nc -l -p 5001 <"$dir/to-guest" &
-wait "$vmm"
-status=$?
+# One boot of the guest with fresh host ends; sets status (yun-vmm's exit status, or "stall"
+# when the guest's kernel reported an RCU stall: it is killed then rather than left to time out).
+attempt() {
+	local vmm watch
+	[ -z "$listeners" ] || kill $listeners 2>/dev/null
+	ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null
+	: >"$log"
+	rm -f "$dir/stalled"
+	start=$(date +%s)
+	in_ns timeout "$TIMEOUT" "$VMM" --kernel "$kdir/vmlinuz" --initrd "$initrd" --cpus 2 \
+		--memory 256 --net "tap=yuntap0,mac=$mac" --console "file=$log" --no-reboot \
+		--cmdline "console=ttyS0 panic=-1 yun.run=$run" 2>"$log.stderr" &
+	vmm=$!
+	for _ in $(seq 100); do in_ns ip link show yuntap0 >/dev/null 2>&1 && break; sleep 0.1; done
+	in_ns ip addr add 10.0.2.1/24 dev yuntap0
+	in_ns ip link set yuntap0 up
+	# The host's ends: a receiver that keeps its side open, and a sender. (sleep holds nc's
+	# stdin open: busybox nc stops at EOF there; it must not hold the test's output.)
+	sleep 600 2>/dev/null | in_ns busybox nc -l -p 5000 >"$dir/from-guest" &
+	listeners=$(pgrep -P $$ -x sleep | tr '\n' ' ')
+	in_ns busybox nc -l -p 5001 <"$dir/to-guest" &
+	(
+		while kill -0 "$vmm" 2>/dev/null; do
+			if grep -qE 'rcu: INFO: rcu_[a-z]+ detected stalls' "$log" 2>/dev/null; then
+				echo stall >"$dir/stalled"
+				ip netns pids "$ns" | xargs -r kill
+				break
+			fi
+			sleep 2
+		done
+	) &
+	watch=$!
+	wait "$vmm"
+	status=$?
+	kill "$watch" 2>/dev/null
+	wait "$watch" 2>/dev/null
+	[ -e "$dir/stalled" ] && status=stall
+}
+
+attempt
+if [ "$status" = 3 ] || [ "$status" = stall ]; then
+	# An open problem (docs/testing.md): in the nested KVM host (tests/kvmhost) about one run
+	# in eight has the 2-vCPU guest triple-fault or freeze a vCPU during the 4 MiB transfer,
+	# with no kernel message first; QEMU with the same guest did not in 26 runs. Until it is
+	# understood, one more boot separates it from a fault that repeats; the first attempt's
+	# logs are kept and this line says it happened.
+	echo "# attempt 1 ended with status $status ($(head -c 200 "$log.stderr" | tr '\n' ' ')): once more"
+	cp "$log" "$log.attempt1"
+	cp "$log.stderr" "$log.stderr.attempt1"
+	attempt
+fi
 echo "# exit status $status after $(($(date +%s) - start)) s; $(grep 'net0:' "$log.stderr")"
-if [ $status -eq 0 ]; then
+if [ "$status" = 0 ]; then
 	ok "the guest powered off and yun-vmm exited 0"
 else
 	not_ok "yun-vmm exit status $status # $(head -c 300 "$log.stderr")"

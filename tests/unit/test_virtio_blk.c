@@ -565,12 +565,15 @@ static void test_many_in_flight(void **state)
 	assert_int_equal(seen, 0x1f);
 }
 
-/* A reset while requests are in flight: they finish, but nothing is written to the guest.
- * (The synchronous engine has answered before the notification returns.) */
+/*
+ * A reset while a request may be in flight: what was answered before the reset stays answered;
+ * nothing is written to the guest after it. (The synchronous engine, and io_uring when the page
+ * cache answers at once, have answered before the notification returns.)
+ */
 static void test_reset_in_flight(void **state)
 {
 	struct fixture *f = *state;
-	uint16_t before = vd_used_idx(&f->vd);
+	uint16_t before = vd_used_idx(&f->vd), answered;
 
 	put_header(f, T_IN, 3);
 	memset(f->ram + DATA_GPA, 0x77, 512);
@@ -580,15 +583,14 @@ static void test_reset_in_flight(void **state)
 	vd_desc(&f->vd, 2, STATUS_GPA, 1, VIRTQ_DESC_F_WRITE, 0);
 	vd_publish(&f->vd, 0);
 	f->dev->ops->queue_notify(f->dev, 0);
+	answered = vd_used_idx(&f->vd);
+	assert_true(answered == before || answered == (uint16_t)(before + 1));
+	if (engine == BLK_ENGINE_SYNC)
+		assert_int_equal(answered, (uint16_t)(before + 1));
 	f->dev->ops->reset(f->dev);
 	virtio_blk_drain(f->blk);
-	if (engine == BLK_ENGINE_SYNC) {
-		assert_int_equal(vd_used_idx(&f->vd), (uint16_t)(before + 1));
-		assert_int_equal(f->ram[STATUS_GPA], S_OK);
-	} else {
-		assert_int_equal(vd_used_idx(&f->vd), before);
-		assert_int_equal(f->ram[STATUS_GPA], 0xee);
-	}
+	assert_int_equal(vd_used_idx(&f->vd), answered);
+	assert_int_equal(f->ram[STATUS_GPA], answered == before ? 0xee : S_OK);
 }
 
 static void test_size_not_multiple_of_512(void **state)

@@ -594,6 +594,10 @@ static void blk_serve(struct virtio_blk *b)
 	if (b->unsubmitted) {
 		io_uring_submit(&b->ring);
 		b->unsubmitted = 0;
+		/* What the page cache answered during the submission is done already: answer it
+		 * now rather than after a trip through the eventfd. */
+		if (blk_reap(b, false, true))
+			served = true;
 	}
 	if (served)
 		virtio_queue_notify_driver(d, 0);
