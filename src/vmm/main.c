@@ -4,6 +4,7 @@
  * VM and run it until it stops; a guest reset builds it afresh (unless --no-reboot). Only this
  * file exits.
  */
+#include <signal.h>
 #include <stdlib.h>
 
 #include "common/log.h"
@@ -36,6 +37,14 @@ static int status_of(enum vm_exit why, int signal)
 	}
 }
 
+static void signal_ignore_sigpipe(void)
+{
+	struct sigaction sa = {.sa_handler = SIG_IGN};
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGPIPE, &sa, NULL);
+}
+
 int main(int argc, char **argv)
 {
 	struct vm_config cfg;
@@ -44,6 +53,9 @@ int main(int argc, char **argv)
 	int signal = 0;
 	int ret;
 
+	/* A console reader that goes away (a closed pipe) must not kill the VM: the write fails
+	 * with EPIPE and the output is dropped, as on a UART with nothing attached. */
+	signal_ignore_sigpipe();
 	vm_config_defaults(&cfg);
 	ret = vm_config_parse_args(&cfg, argc, argv);
 	if (ret)
