@@ -33,14 +33,20 @@ disk=$dir/root.ext4
 truncate -s 32M "$disk"
 mkfs.ext4 -q -L yun-test "$disk"
 stamp=yun-$$-$RANDOM
+# A second disk held to 2 MiB/s (a 2 MiB burst): reading its 8 MiB takes at least 3 s.
+limited=$dir/limited.img
+head -c 8M /dev/urandom >"$limited"
 
 for kernel in vmlinuz vmlinux; do
 	what="Debian $(cat "$kdir/version") $kernel"
 	log=$LOGS/linux-userspace-$kernel.log
 	run="mount,/dev/vda,/mnt;echo,$stamp-$kernel>/mnt/stamp;sync;fstrim,-v,/mnt;echo,wz-max,\$(cat,/sys/block/vda/queue/write_zeroes_max_bytes);cat,/sys/block/vda/serial;echo;umount,/mnt;grep,-c,^processor,/proc/cpuinfo;cat,/sys/devices/virtual/misc/hw_random/rng_current"
+	run+=";read,t0,x,</proc/uptime;dd,if=/dev/vdb,of=/dev/null,bs=1M,iflag=direct"
+	run+=";read,t1,x,</proc/uptime;echo,limited-read,\$t0,\$t1"
 	start=$(date +%s)
 	timeout "$TIMEOUT" "$VMM" --kernel "$kdir/$kernel" --initrd "$initrd" --cpus 2 --memory 256 \
-		--disk "path=$disk,serial=yun-test-disk" --rng --console "file=$log" \
+		--disk "path=$disk,serial=yun-test-disk" --disk "path=$limited,readonly=on,bw=2M" \
+		--rng --console "file=$log" \
 		--cmdline "console=ttyS0 panic=-1 yun.run=$run" 2>"$log.stderr"
 	status=$?
 	echo "# $what: exit status $status after $(($(date +%s) - start)) s"
@@ -63,6 +69,15 @@ for kernel in vmlinuz vmlinux; do
 	expect "$what: the guest saw 2 CPUs" $'^2\r?$' "$log"
 	expect "$what: Linux's virtio_rng is the current hardware RNG" $'^virtio_rng\\.0\r?$' "$log"
 	expect "$what: the command finished" 'yun-guest: command exited with status 0' "$log"
+	secs=$(sed -n 's/^limited-read \([0-9.]*\) \([0-9.]*\).*/\1 \2/p' "$log" |
+		awk '{ printf "%.2f", $2 - $1 }')
+	if [ -n "$secs" ] && awk -v s="$secs" 'BEGIN { exit !(s >= 2.5) }'; then
+		ok "$what: the 2 MiB/s disk held the guest's 8 MiB read to ${secs} s (3 s due)"
+	else
+		not_ok "$what: the 2 MiB/s disk held the guest's 8 MiB read to '${secs}' s (3 s due)"
+	fi
+	expect "$what: yun-vmm's rate limiter held the disk back" \
+		'disk1: held back by the rate limiter [1-9]' "$log.stderr"
 	got=$(debugfs -R 'cat /stamp' "$disk" 2>/dev/null)
 	if [ "$got" = "$stamp-$kernel" ]; then
 		ok "$what: the host reads the file the guest wrote"
