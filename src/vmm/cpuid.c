@@ -5,17 +5,12 @@
  *    thread per core (leaves 1, 4, 0xB, 0x1F, 0x80000008, 0x8000001E);
  *  - the hypervisor bit (leaf 1 ECX[31]) and KVM's hypervisor leaves at 0x40000000 as KVM
  *    reports them, so that Linux uses kvmclock and paravirtual EOI;
- *  - the timers KVM's in-kernel LAPIC gives but KVM_GET_SUPPORTED_CPUID leaves to the VMM:
- *    the TSC-deadline mode (leaf 1 ECX[24], when KVM has KVM_CAP_TSC_DEADLINE_TIMER) and ARAT
- *    (leaf 6 EAX[2]: the emulated LAPIC timer runs in every idle state), as QEMU sets them;
- *    without them Linux falls back to the one-shot LAPIC timer and a broadcast tick;
- *  - no features the VMM does not offer: the rest of leaf 6 (power management) is emptied,
- *    MONITOR/MWAIT off, no performance monitoring (leaf 0xA) since the VMM does not virtualize
- *    PMU state for snapshots.
+ *  - no features the VMM does not offer: leaf 6 (power management) is emptied, MONITOR/MWAIT
+ *    off, no performance monitoring (leaf 0xA) since the VMM does not virtualize PMU state for
+ *    snapshots, and no TSC deadline timer only when KVM lacks it.
  */
 #include <errno.h>
 #include <linux/kvm.h>
-#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -51,10 +46,7 @@ static unsigned order_base_2(unsigned n)
 	return bits;
 }
 
-#define CPUID_1_ECX_TSC_DEADLINE (1u << 24)
-#define CPUID_6_EAX_ARAT	 (1u << 2)
-
-static void filter_entry(struct kvm_cpuid_entry2 *e, unsigned id, unsigned ncpus, bool tsc_deadline)
+static void filter_entry(struct kvm_cpuid_entry2 *e, unsigned id, unsigned ncpus)
 {
 	unsigned core_bits = order_base_2(ncpus);
 
@@ -66,17 +58,12 @@ static void filter_entry(struct kvm_cpuid_entry2 *e, unsigned id, unsigned ncpus
 			e->edx |= 1u << 28; /* HTT: the package field above is valid */
 		e->ecx &= ~(1u << 3);	    /* MONITOR/MWAIT: not offered */
 		e->ecx |= 1u << 31;	    /* running under a hypervisor */
-		if (tsc_deadline)
-			e->ecx |= CPUID_1_ECX_TSC_DEADLINE;
 		break;
 	case 4:
 		/* Deterministic cache parameters: cores per package - 1 in EAX[31:26]. */
 		e->eax = (e->eax & 0x03ffffff) | ((ncpus - 1) << 26);
 		break;
 	case 6:
-		e->eax = CPUID_6_EAX_ARAT;
-		e->ebx = e->ecx = e->edx = 0;
-		break;
 	case 0xa:
 		e->eax = e->ebx = e->ecx = e->edx = 0;
 		break;
@@ -115,13 +102,12 @@ static void filter_entry(struct kvm_cpuid_entry2 *e, unsigned id, unsigned ncpus
 int cpuid_setup(int kvm_fd, int vcpu_fd, unsigned id, unsigned ncpus)
 {
 	struct kvm_cpuid2 *c = supported_cpuid(kvm_fd);
-	bool tsc_deadline = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0;
 	int ret = 0;
 
 	if (!c)
 		return -EIO;
 	for (unsigned i = 0; i < c->nent; i++)
-		filter_entry(&c->entries[i], id, ncpus, tsc_deadline);
+		filter_entry(&c->entries[i], id, ncpus);
 	if (ioctl(vcpu_fd, KVM_SET_CPUID2, c) < 0) {
 		ret = -errno;
 		log_error("vcpu%u: KVM_SET_CPUID2: %s", id, strerror(errno));
