@@ -10,20 +10,8 @@
 # checked here come before that point.
 set -u
 cd "$(dirname "$0")/../.."
-VMM=${BUILD:-build}/yun-vmm
-LOGS=${YUN_TEST_LOGS:-${BUILD:-build}/test-logs}
-TIMEOUT=${YUN_LINUX_TIMEOUT:-900}
-mkdir -p "$LOGS"
-n=0
-
-ok() { n=$((n + 1)); echo "ok $n - $*"; }
-not_ok() { n=$((n + 1)); echo "not ok $n - $*"; }
-
-kdir=$(YUN_OFFLINE=1 guest/kit/debian-kernel.sh) || {
-	not_ok "Debian kernel in the cache (run guest/kit/debian-kernel.sh first)"
-	echo "1..$n"
-	exit 1
-}
+. tests/linux/lib.sh
+load_kit kernel-only
 
 # Lines that prove the kernel saw the machine yun-vmm describes.
 check_log() {

@@ -7,27 +7,9 @@
 # and CAP_NET_ADMIN; cleans up its namespace.
 set -u
 cd "$(dirname "$0")/../.."
-VMM=$PWD/${BUILD:-build}/yun-vmm
-LOGS=${YUN_TEST_LOGS:-${BUILD:-build}/test-logs}
-TIMEOUT=${YUN_LINUX_TIMEOUT:-900}
-mkdir -p "$LOGS"
-n=0
-ok() { n=$((n + 1)); echo "ok $n - $*"; }
-not_ok() { n=$((n + 1)); echo "not ok $n - $*"; }
-expect() { # expect WHAT REGEX FILE
-	if grep -qE -- "$2" "$3"; then ok "$1"; else not_ok "$1 # /$2/ not in $3"; fi
-}
-
-if [ -d /sys/module/kvm_pvm ]; then
-	echo "1..0 # SKIP this host's KVM (kvm_pvm) cannot run Linux userspace (see DESIGN.md)"
-	exit 0
-fi
-kdir=$(YUN_OFFLINE=1 guest/kit/debian-kernel.sh) && initrd=$(YUN_OFFLINE=1 guest/kit/initramfs.sh "$kdir/modules") || {
-	not_ok "guest kit in the cache (run guest/kit/debian-kernel.sh first)"
-	echo "1..$n"
-	exit 1
-}
-ns=yun-test-$$
+. tests/linux/lib.sh
+skip_without_ring0
+load_kit
 dir=$(mktemp -d)
 listeners=
 cleanup() {
