@@ -10,6 +10,7 @@ cd "$(dirname "$0")/../.."
 . tests/linux/lib.sh
 skip_without_ring0
 load_kit
+ns=yun-test-$$
 dir=$(mktemp -d)
 listeners=
 cleanup() {
