@@ -271,6 +271,22 @@ static uint8_t blk_ranges(struct virtio_blk *b, const struct virtq_chain *c, boo
 	return VIRTIO_BLK_S_OK;
 }
 
+/* §5.2.6: the request header, at the start of the device-readable buffers. */
+struct blk_header {
+	uint32_t type;
+	uint32_t reserved;
+	uint64_t sector;
+};
+
+/* Read a request's header; false for a chain without one or without a status byte. */
+static bool read_header(const struct virtq_chain *c, struct blk_header *hdr)
+{
+	if (c->out_len < HEADER_BYTES || c->in_len < 1)
+		return false;
+	iov_to_buf(c->out, c->nr_out, 0, hdr, sizeof(*hdr));
+	return true;
+}
+
 /* The checks a read or write must pass before any I/O; *len is its data length. */
 static uint8_t rw_check(const struct virtio_blk *b, const struct virtq_chain *c, uint32_t type,
 			uint64_t sector, uint64_t *len)
@@ -290,18 +306,13 @@ static uint8_t rw_check(const struct virtio_blk *b, const struct virtq_chain *c,
  * chain too malformed to answer (no header or no status byte). */
 static int64_t blk_handle_request(struct virtio_blk *b, struct virtq_chain *c)
 {
-	struct {
-		uint32_t type;
-		uint32_t reserved;
-		uint64_t sector;
-	} hdr;
+	struct blk_header hdr;
 	uint8_t status = VIRTIO_BLK_S_OK;
 	uint64_t written = 0, len;
 	unsigned nr;
 
-	if (c->out_len < HEADER_BYTES || c->in_len < 1)
+	if (!read_header(c, &hdr))
 		return -1;
-	iov_to_buf(c->out, c->nr_out, 0, &hdr, sizeof(hdr));
 
 	switch (hdr.type) {
 	case VIRTIO_BLK_T_IN:
@@ -366,6 +377,15 @@ static uint8_t *status_byte(const struct virtq_chain *c)
 	return NULL;
 }
 
+/* Hand the kernel what blk_submit() queued on the ring. */
+static void submit_queued(struct virtio_blk *b)
+{
+	if (b->unsubmitted) {
+		io_uring_submit(&b->ring);
+		b->unsubmitted = 0;
+	}
+}
+
 /*
  * Put a valid read, write or flush on the ring. Returns false for anything else (an error to
  * answer, another type, more pieces than a request slot holds, every slot in use): the
@@ -373,18 +393,13 @@ static uint8_t *status_byte(const struct virtq_chain *c)
  */
 static bool blk_submit(struct virtio_blk *b, const struct virtq_chain *c)
 {
-	struct {
-		uint32_t type;
-		uint32_t reserved;
-		uint64_t sector;
-	} hdr;
+	struct blk_header hdr;
 	struct blk_req *r = b->free_reqs;
 	struct io_uring_sqe *sqe;
 	uint64_t len = 0;
 
-	if (!b->uring || !r || c->out_len < HEADER_BYTES || c->in_len < 1)
+	if (!b->uring || !r || !read_header(c, &hdr))
 		return false;
-	iov_to_buf(c->out, c->nr_out, 0, &hdr, sizeof(hdr));
 	switch (hdr.type) {
 	case VIRTIO_BLK_T_IN:
 	case VIRTIO_BLK_T_OUT:
@@ -401,8 +416,7 @@ static bool blk_submit(struct virtio_blk *b, const struct virtq_chain *c)
 	}
 	sqe = io_uring_get_sqe(&b->ring);
 	if (!sqe) {
-		io_uring_submit(&b->ring);
-		b->unsubmitted = 0;
+		submit_queued(b);
 		sqe = io_uring_get_sqe(&b->ring);
 		if (!sqe)
 			return false;
@@ -429,21 +443,6 @@ static bool blk_submit(struct virtio_blk *b, const struct virtq_chain *c)
 	return true;
 }
 
-/* Drop the first `n` bytes of an iovec array, in place. */
-static unsigned iov_skip(struct iovec *iov, unsigned nr, uint64_t n)
-{
-	unsigned i = 0;
-
-	while (i < nr && n >= iov[i].iov_len)
-		n -= iov[i++].iov_len;
-	if (i < nr) {
-		iov[i].iov_base = (uint8_t *)iov[i].iov_base + n;
-		iov[i].iov_len -= n;
-	}
-	memmove(iov, iov + i, (nr - i) * sizeof(*iov));
-	return nr - i;
-}
-
 /* A request the ring finished: its status, and its place in the used ring unless the
  * device was reset meanwhile (`answer` false: the guest gave those buffers up). */
 static void blk_complete(struct virtio_blk *b, struct blk_req *r, int res, bool answer)
@@ -454,8 +453,9 @@ static void blk_complete(struct virtio_blk *b, struct blk_req *r, int res, bool 
 	if (res < 0) {
 		status = VIRTIO_BLK_S_IOERR;
 	} else if (r->type != VIRTIO_BLK_T_FLUSH && (uint64_t)res < r->len) {
-		/* A short transfer: the rest synchronously (a read past EOF is an error). */
-		unsigned nr = iov_skip(r->iov, r->nr, (uint64_t)res);
+		/* A short transfer: the rest synchronously (a read past EOF is an error). The
+		 * iovecs are trimmed in place: data_iov() never writes ahead of what it reads. */
+		unsigned nr = data_iov(r->iov, r->iov, r->nr, (uint64_t)res, 0);
 
 		if (blk_rw(b, write, r->iov, nr, (off_t)(r->off + (uint64_t)res)))
 			status = VIRTIO_BLK_S_IOERR;
@@ -488,10 +488,7 @@ static unsigned blk_reap(struct virtio_blk *b, bool all, bool answer)
 	struct io_uring_cqe *cqe;
 	unsigned done = 0;
 
-	if (b->unsubmitted) {
-		io_uring_submit(&b->ring);
-		b->unsubmitted = 0;
-	}
+	submit_queued(b);
 	while (b->inflight) {
 		int err =
 		    all ? io_uring_wait_cqe(&b->ring, &cqe) : io_uring_peek_cqe(&b->ring, &cqe);
@@ -591,14 +588,10 @@ static void blk_serve(struct virtio_blk *b)
 		if (vq->avail->idx == vq->last_avail_idx)
 			break;
 	}
-	if (b->unsubmitted) {
-		io_uring_submit(&b->ring);
-		b->unsubmitted = 0;
-		/* What the page cache answered during the submission is done already: answer it
-		 * now rather than after a trip through the eventfd. */
-		if (blk_reap(b, false, true))
-			served = true;
-	}
+	/* Submit what was queued; what the page cache answered during the submission is done
+	 * already: answer it now rather than after a trip through the eventfd. */
+	if (b->unsubmitted && blk_reap(b, false, true))
+		served = true;
 	if (served)
 		virtio_queue_notify_driver(d, 0);
 }
