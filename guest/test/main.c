@@ -997,6 +997,26 @@ static void bench_post(unsigned slot, uint32_t type, uint64_t sector, void *buf,
 	avail.idx++;
 }
 
+/* One benchmark run: what it asks for, and where it is. */
+struct bench_job {
+	uint32_t type, len;
+	bool seq;
+	uint64_t units, next; /* the disk in units of len; the next unit when sequential */
+	unsigned posted;
+	uint64_t started[BENCH_DEPTH]; /* TSC when each slot's request was posted */
+};
+
+/* Post the job's next request into `slot`: the next unit in order, or a random one. */
+static void bench_post_next(struct bench_job *j, unsigned slot)
+{
+	uint64_t u = j->seq ? j->next++ % j->units : xorshift() % j->units;
+
+	j->started[slot] = rdtsc();
+	bench_post(slot, j->type, u * (j->len / 512), j->len > 4096 ? bench_big : bench_buf[slot],
+		   j->len);
+	j->posted++;
+}
+
 /*
  * n requests of len bytes at depth qd, random or sequential, each slot reposted as soon as it
  * completes; returns the TSC cycles taken, or 0 when a request failed or 10 s went by.
@@ -1004,17 +1024,14 @@ static void bench_post(unsigned slot, uint32_t type, uint64_t sector, void *buf,
 static uint64_t bench_run(uint32_t type, unsigned qd, unsigned n, uint32_t len, bool seq,
 			  uint64_t capacity)
 {
-	uint64_t units = capacity / (len / 512), next = 0, t0, limit = tsc_khz * 10000;
-	uint64_t started[BENCH_DEPTH];
-	unsigned posted = 0, done = 0;
+	struct bench_job j = {
+	    .type = type, .len = len, .seq = seq, .units = capacity / (len / 512)};
+	uint64_t t0, limit = tsc_khz * 10000;
+	unsigned done = 0;
 
 	t0 = rdtsc();
-	for (unsigned s = 0; s < qd && posted < n; s++, posted++) {
-		uint64_t u = seq ? next++ % units : xorshift() % units;
-
-		started[s] = rdtsc();
-		bench_post(s, type, u * (len / 512), len > 4096 ? bench_big : bench_buf[s], len);
-	}
+	for (unsigned s = 0; s < qd && j.posted < n; s++)
+		bench_post_next(&j, s);
 	barrier();
 	*(volatile uint16_t *)notify_addr = 0;
 	while (done < n) {
@@ -1035,15 +1052,10 @@ static uint64_t bench_run(uint32_t type, unsigned qd, unsigned n, uint32_t len, 
 			if (id % 3 || slot >= qd || bench_status[slot] != 0)
 				return 0;
 			if (qd == 1 && done < sizeof(bench_lat) / sizeof(bench_lat[0]))
-				bench_lat[done] = (uint32_t)(rdtsc() - started[slot]);
+				bench_lat[done] = (uint32_t)(rdtsc() - j.started[slot]);
 			done++;
-			if (posted < n) {
-				uint64_t un = seq ? next++ % units : xorshift() % units;
-
-				started[slot] = rdtsc();
-				bench_post(slot, type, un * (len / 512),
-					   len > 4096 ? bench_big : bench_buf[slot], len);
-				posted++;
+			if (j.posted < n) {
+				bench_post_next(&j, slot);
 				more = true;
 			}
 		}
