@@ -52,11 +52,9 @@ static void start(struct fixture *f)
 			 VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK;
 	vd_init(&f->rx, f->ram, QSZ);
 	vd_setup_queue(&f->rx, &f->dev->vqs[RXQ]);
-	vd_init(&f->tx, f->ram + TX_RINGS, QSZ);
+	/* The transmit queue's rings sit higher up in RAM. */
+	vd_init_at(&f->tx, f->ram, TX_RINGS, QSZ);
 	vd_setup_queue(&f->tx, tx);
-	tx->desc_gpa += TX_RINGS;
-	tx->avail_gpa += TX_RINGS;
-	tx->used_gpa += TX_RINGS;
 	for (unsigned q = 0; q < 2; q++)
 		assert_int_equal(virtq_activate(&f->dev->vqs[q], &f->m, f->dev->driver_features),
 				 0);

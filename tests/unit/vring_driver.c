@@ -5,7 +5,14 @@
 
 void vd_init(struct vring_driver *vd, uint8_t *ram, uint16_t size)
 {
+	vd_init_at(vd, ram, 0, size);
+}
+
+void vd_init_at(struct vring_driver *vd, uint8_t *ram, uint64_t base, uint16_t size)
+{
+	ram += base;
 	vd->ram = ram;
+	vd->base = base;
 	vd->size = size;
 	vd->avail_idx = 0;
 	memset(ram + VD_DESC_GPA, 0, virtq_desc_bytes(size));
@@ -16,9 +23,9 @@ void vd_init(struct vring_driver *vd, uint8_t *ram, uint16_t size)
 void vd_setup_queue(const struct vring_driver *vd, struct virtq *q)
 {
 	q->size = vd->size;
-	q->desc_gpa = VD_DESC_GPA;
-	q->avail_gpa = VD_AVAIL_GPA;
-	q->used_gpa = VD_USED_GPA;
+	q->desc_gpa = vd->base + VD_DESC_GPA;
+	q->avail_gpa = vd->base + VD_AVAIL_GPA;
+	q->used_gpa = vd->base + VD_USED_GPA;
 	q->enabled = true;
 }
 

@@ -17,12 +17,15 @@
 #define VD_DATA_GPA  0x10000u /* buffers from here */
 
 struct vring_driver {
-	uint8_t *ram; /* guest-physical 0 */
+	uint8_t *ram;  /* where the rings' layout starts: guest-physical `base` */
+	uint64_t base; /* added to every VD_*_GPA ring address (0 but for a second queue) */
 	uint16_t size;
 	uint16_t avail_idx;
 };
 
 void vd_init(struct vring_driver *vd, uint8_t *ram, uint16_t size);
+/* The same with the rings `base` bytes up, so that two queues of a device can share the RAM. */
+void vd_init_at(struct vring_driver *vd, uint8_t *ram, uint64_t base, uint16_t size);
 /* Fill the driver's fields of q so that virtq_activate() can map them. */
 void vd_setup_queue(const struct vring_driver *vd, struct virtq *q);
 void vd_desc(struct vring_driver *vd, uint16_t i, uint64_t addr, uint32_t len, uint16_t flags,
