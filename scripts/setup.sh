@@ -8,6 +8,7 @@ PACKAGES=(
 	libcmocka-dev liburing-dev libseccomp-dev libjansson-dev libmicrohttpd-dev
 	qemu-system-x86 acpica-tools busybox-static cpio e2fsprogs kmod xz-utils zstd
 	iproute2 python3 curl lz4 binutils
+	dnsmasq-base # the DHCP server of tests/linux/dhcp.sh; dnsmasq-base has no system service
 )
 
 missing=()
