@@ -76,6 +76,8 @@ int strcmp(const char *a, const char *b);
 void serial_init(void);
 void print(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void vprint(const char *fmt, va_list ap);
+/* What print() wrote to COM1 so far (its first 64 KiB), for a run where COM1 goes nowhere. */
+const char *print_log(size_t *len);
 
 /* TAP: each check is one line; the plan comes at the end. */
 void tap(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

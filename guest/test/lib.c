@@ -63,10 +63,22 @@ void serial_init(void)
 	outb(COM1 + 4, 0x03); /* DTR, RTS */
 }
 
+/* Everything written to COM1, kept for print_log(). */
+static char log_buf[64 * 1024];
+static size_t log_len;
+
+const char *print_log(size_t *len)
+{
+	*len = log_len;
+	return log_buf;
+}
+
 static void putc_serial(char c)
 {
 	if (quiet)
 		return;
+	if (log_len < sizeof(log_buf))
+		log_buf[log_len++] = c;
 	/* Wait for THRE (LSR bit 5), bounded so that a broken UART cannot hang the guest. */
 	for (unsigned i = 0; i < 1000000 && !(inb(COM1 + 5) & 0x20); i++)
 		cpu_relax();

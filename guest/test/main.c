@@ -5,12 +5,13 @@
  * IOPL 3, where port I/O and MMIO need no help from the hypervisor's instruction emulator.
  *
  * The host passes what it expects on the command line (PVH start info):
- *   cpus=N mem=MiB disk_sectors=N disk_serial=ID
+ *   cpus=N mem=MiB disk_sectors=N disk_serial=ID rng=1 vcon=1|console vcon_in=LINE
  * A missing key skips the checks that need it. `bench` takes the shortest path to power-off
  * (only the ACPI tables it needs, no output); `bench=wait` first prints "ready" and waits for
  * a byte on COM1, so that the benchmark can measure the VMM's memory while the guest idles.
  */
 #include "guest.h"
+#include "virtio.h"
 
 /* PVH start info (xen/include/public/arch-x86/hvm/start_info.h). */
 struct hvm_start_info {
@@ -44,9 +45,6 @@ struct hvm_memmap_entry {
 #define LAPIC_ICR_HI  0x310
 #define TRAMPOLINE_PA 0x8000
 #define MAX_CPUS      16
-
-#define VEC_CONFIG 0x40
-#define VEC_QUEUE  0x41
 
 /* From head.S. */
 extern char trampoline_start[], trampoline_end[];
@@ -102,7 +100,7 @@ static void set_gate(unsigned vec, void (*fn)(void))
 				      (uint32_t)(a >> 32), 0};
 }
 
-static volatile unsigned irq_count[256];
+volatile unsigned irq_count[256];
 static volatile unsigned ap_count;
 static volatile uint32_t ap_ids[MAX_CPUS];
 
@@ -180,7 +178,7 @@ void ap_main(void)
 static const char *cmdline = "";
 
 /* The value of key= on the command line, copied into buf; false when absent. */
-static bool arg(const char *key, char *buf, size_t size)
+bool arg(const char *key, char *buf, size_t size)
 {
 	size_t klen = strlen(key);
 
@@ -204,7 +202,7 @@ static bool arg(const char *key, char *buf, size_t size)
 	return false;
 }
 
-static bool arg_num(const char *key, uint64_t *v)
+bool arg_num(const char *key, uint64_t *v)
 {
 	char buf[24];
 
@@ -221,7 +219,7 @@ static bool arg_num(const char *key, uint64_t *v)
 static uint16_t pm_tmr_port;
 static bool pm_tmr_32;
 
-static void delay_us(uint64_t us)
+void delay_us(uint64_t us)
 {
 	uint64_t ticks = us * 3579545 / 1000000 + 1, elapsed = 0;
 	uint32_t mask = pm_tmr_32 ? 0xffffffffu : 0xffffffu;
@@ -494,53 +492,11 @@ static void check_smp(void)
 
 /* ---- checks: PCI and virtio-blk ---- */
 
-struct virtio_cap {
-	unsigned bar;
-	uint32_t offset, length;
-	uint64_t addr;
-};
-
-struct vpci {
-	const char *name;
-	unsigned dev;
-	struct virtio_cap common, notify, isr, device;
-	uint32_t notify_mult;
-	unsigned msix_cap;
-	uint64_t msix_table;
-	volatile uint8_t *cfg;
-};
-
-#define VIRTIO_STATUS_ACK	  1
-#define VIRTIO_STATUS_DRIVER	  2
-#define VIRTIO_STATUS_DRIVER_OK	  4
-#define VIRTIO_STATUS_FEATURES_OK 8
-#define VIRTIO_STATUS_NEEDS_RESET 64
-#define VIRTIO_STATUS_FAILED	  128
-
 #define VIRTIO_BLK_T_IN	    0
 #define VIRTIO_BLK_T_OUT    1
 #define VIRTIO_BLK_T_FLUSH  4
 #define VIRTIO_BLK_T_GET_ID 8
 #define VIRTIO_BLK_F_FLUSH  9
-#define VIRTIO_F_VERSION_1  32
-
-/* Common configuration (virtio 1.2 §4.1.4.3). */
-#define CC_DFSELECT   0x00
-#define CC_DF	      0x04
-#define CC_GFSELECT   0x08
-#define CC_GF	      0x0c
-#define CC_MSIX	      0x10
-#define CC_NUMQ	      0x12
-#define CC_STATUS     0x14
-#define CC_QSELECT    0x16
-#define CC_QSIZE      0x18
-#define CC_QMSIX      0x1a
-#define CC_QENABLE    0x1c
-#define CC_QNOTIFY    0x1e
-#define CC_QDESC      0x20
-#define CC_QDRIVER    0x28
-#define CC_QDEVICE    0x30
-#define VIRTIO_NO_MSI 0xffff
 
 static uint64_t bar_addr(unsigned dev, unsigned bar)
 {
@@ -556,7 +512,7 @@ static uint64_t bar_addr(unsigned dev, unsigned bar)
 
 /* Find the modern virtio device 1af4:(0x1040 + type) on bus 0; class_hi is its PCI class and
  * subclass as QEMU gives them. */
-static bool find_virtio(struct vpci *b, unsigned type, uint16_t class_hi)
+bool find_virtio(struct vpci *b, unsigned type, uint16_t class_hi)
 {
 	uint32_t want = (0x1040u + type) << 16 | 0x1af4;
 
@@ -585,7 +541,7 @@ static bool find_virtio(struct vpci *b, unsigned type, uint16_t class_hi)
 }
 
 /* The capabilities a modern virtio device has; need_device: one for its configuration. */
-static bool read_caps(struct vpci *b, bool need_device)
+bool read_caps(struct vpci *b, bool need_device)
 {
 	unsigned seen = 0, want = need_device ? 62 : 46;
 
@@ -687,13 +643,6 @@ static void wcc64(unsigned o, uint64_t v)
 /* One split virtqueue of up to QSIZE entries (qsz in use), in the guest image's memory. */
 #define QSIZE 128
 static uint16_t qsz = QSIZE;
-struct vring_desc {
-	uint64_t addr;
-	uint32_t len;
-	uint16_t flags, next;
-};
-#define VRING_DESC_F_NEXT  1
-#define VRING_DESC_F_WRITE 2
 
 static struct vring_desc desc[QSIZE] __attribute__((aligned(16)));
 static struct {
@@ -717,7 +666,7 @@ static volatile uint8_t req_status;
 static uint64_t notify_addr;
 static uint16_t last_used;
 
-static void msix_entry(uint64_t table, unsigned i, uint8_t vector, uint32_t apic)
+void msix_entry(uint64_t table, unsigned i, uint8_t vector, uint32_t apic)
 {
 	volatile uint32_t *e = (volatile uint32_t *)(table + 16 * i);
 
@@ -948,8 +897,7 @@ static void check_virtio_rng(void)
 
 /* ---- bench=blk: the block device path, driven from ring 3 by polling ---- */
 
-#define BENCH_DEPTH		   32
-#define VRING_AVAIL_F_NO_INTERRUPT 1
+#define BENCH_DEPTH 32
 
 static struct {
 	uint32_t type, reserved;
@@ -1207,8 +1155,10 @@ void user_main(uint32_t start_info)
 	check_smp();
 	check_virtio_blk();
 	check_virtio_rng();
+	check_virtio_console();
 	print("1..%u\n", tap_count);
 	print("# %u passed, %u failed\n", tap_passed, tap_failed);
+	virtio_console_relay();
 	power_off();
 	delay_us(1000000);
 	print("Bail out! still running after power-off\n");

@@ -13,6 +13,8 @@ DISK_SERIAL=yun-test-disk
 CPUS=2
 MEM=128
 GUEST_CMDLINE="cpus=$CPUS mem=$MEM disk_sectors=$DISK_SECTORS disk_serial=$DISK_SERIAL rng=1"
+# The line the host types on the virtio-console, which the guest must receive (vcon_in=).
+VCON_IN=yun-vcon-in-$$
 mkdir -p "$LOGS"
 n=0
 
@@ -71,4 +73,20 @@ check_run() {
 	else
 		not_ok "$what: the sectors around it are untouched"
 	fi
+}
+
+# check_vcon WHAT LOG [EARLY]: what the guest's virtio-console checks (guest/test/console.c)
+# left in the console's output: the line sent on the transmit queue, and the emergency writes
+# after DRIVER_OK and, unless EARLY is "no", before the features were negotiated (virtio 1.2
+# §5.3.5 allows it at any time).
+check_vcon() {
+	local what=$1 log=$2 early=${3:-yes} line
+	for line in hello emerg early; do
+		[ "$line" = early ] && [ "$early" = no ] && continue
+		if grep -qE "^yun-vcon-$line"$'\r?$' "$log"; then
+			ok "$what: virtio-console output holds the guest's $line line"
+		else
+			not_ok "$what: virtio-console output holds the guest's $line line # see $log"
+		fi
+	done
 }
