@@ -89,16 +89,18 @@ static int object_text(struct builder *b, const char *opt, const json_t *obj, ch
 
 	if (!f)
 		return -ENOMEM;
-	json_object_foreach((json_t *)obj, key, v) {
-		char *text = json_is_boolean(v) ? strdup(json_is_true(v) ? "on" : "off")
-						: scalar_text(v);
+	json_object_foreach((json_t *)obj, key, v)
+	{
+		char *text =
+		    json_is_boolean(v) ? strdup(json_is_true(v) ? "on" : "off") : scalar_text(v);
 
 		if (!text || strchr(text, ',') || strchr(key, ',') || strchr(key, '=')) {
 			fclose(f);
 			free(s);
 			free(text);
-			return fail(b, "config: \"%s\": \"%s\": want a string, a whole number or "
-				       "true/false, without commas",
+			return fail(b,
+				    "config: \"%s\": \"%s\": want a string, a whole number or "
+				    "true/false, without commas",
 				    opt, key);
 		}
 		fprintf(f, "%s%s=%s", first ? "" : ",", key, text);
@@ -148,11 +150,13 @@ static int build(struct builder *b, const json_t *root)
 
 	if (!json_is_object(root))
 		return fail(b, "config: want a JSON object of options");
-	json_object_foreach((json_t *)root, key, v) {
+	json_object_foreach((json_t *)root, key, v)
+	{
 		if (!strcmp(key, "help") || !strcmp(key, "version"))
 			return fail(b, "config: \"%s\" is not a VM's option", key);
 		if (json_is_array(v)) {
-			json_array_foreach(v, i, e) {
+			json_array_foreach(v, i, e)
+			{
 				if (json_is_array(e))
 					return fail(b, "config: \"%s\": arrays do not nest", key);
 				err = add_value(b, key, e);

@@ -14,9 +14,8 @@
 #include "vmm/vcpu.h"
 
 static const char *const state_names[] = {
-    [VMM_NOT_STARTED] = "NotStarted", [VMM_RUNNING] = "Running",
-    [VMM_PAUSED] = "Paused",	      [VMM_SHUTTING_DOWN] = "ShuttingDown",
-    [VMM_STOPPED] = "Stopped",
+    [VMM_NOT_STARTED] = "NotStarted",	  [VMM_RUNNING] = "Running", [VMM_PAUSED] = "Paused",
+    [VMM_SHUTTING_DOWN] = "ShuttingDown", [VMM_STOPPED] = "Stopped",
 };
 
 const char *vmm_state_name(enum vmm_state s)
@@ -41,8 +40,7 @@ void vmm_destroy(struct vmm *m)
 }
 
 /* Record why a call failed (the lock held); returns err. */
-__attribute__((format(printf, 3, 4))) static int fail(struct vmm *m, int err, const char *fmt,
-						      ...)
+__attribute__((format(printf, 3, 4))) static int fail(struct vmm *m, int err, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -252,8 +250,7 @@ out:
 	return ret;
 }
 
-void vmm_with_config(struct vmm *m, void (*fn)(const struct vm_config *cfg, void *arg),
-		     void *arg)
+void vmm_with_config(struct vmm *m, void (*fn)(const struct vm_config *cfg, void *arg), void *arg)
 {
 	pthread_mutex_lock(&m->lock);
 	fn(m->cfg, arg);
@@ -306,7 +303,8 @@ int vmm_metrics(struct vmm *m, struct vmm_metrics *out)
 	/* Each counter is one aligned word its vCPU thread alone writes. */
 	for (unsigned i = 0; i < out->nr_vcpus; i++) {
 		for (unsigned r = 0; r < 64; r++)
-			out->exits[i][r] = __atomic_load_n(&m->vm->vcpus[i]->exits[r], __ATOMIC_RELAXED);
+			out->exits[i][r] =
+			    __atomic_load_n(&m->vm->vcpus[i]->exits[r], __ATOMIC_RELAXED);
 	}
 	event_loop_call(&m->vm->loop, collect_device_metrics, &c);
 out:
@@ -326,15 +324,15 @@ static int paused_vcpu(struct vmm *m, unsigned id, struct vcpu **out)
 	return 0;
 }
 
-int vmm_vcpu_registers(struct vmm *m, unsigned id, struct kvm_regs *regs,
-		       struct kvm_sregs *sregs)
+int vmm_vcpu_registers(struct vmm *m, unsigned id, struct kvm_regs *regs, struct kvm_sregs *sregs)
 {
 	struct vcpu *v;
 	int ret;
 
 	pthread_mutex_lock(&m->lock);
 	ret = paused_vcpu(m, id, &v);
-	if (!ret && (ioctl(v->fd, KVM_GET_REGS, regs) < 0 || ioctl(v->fd, KVM_GET_SREGS, sregs) < 0))
+	if (!ret &&
+	    (ioctl(v->fd, KVM_GET_REGS, regs) < 0 || ioctl(v->fd, KVM_GET_SREGS, sregs) < 0))
 		ret = fail(m, -errno, "vcpu%u: registers: %s", id, strerror(errno));
 	pthread_mutex_unlock(&m->lock);
 	return ret;

@@ -37,11 +37,11 @@ struct vmm {
 	struct vm_config *cfg;
 	struct console *console;
 	enum vmm_state state;
-	struct vm *vm;	     /* while one exists */
-	enum vm_exit exit;   /* why the last VM stopped */
-	int exit_signal;     /* for VM_EXIT_SIGNAL */
-	unsigned boots;	     /* VMs built so far (a reset builds another) */
-	char error[256];     /* the message of the last failed call */
+	struct vm *vm;	   /* while one exists */
+	enum vm_exit exit; /* why the last VM stopped */
+	int exit_signal;   /* for VM_EXIT_SIGNAL */
+	unsigned boots;	   /* VMs built so far (a reset builds another) */
+	char error[256];   /* the message of the last failed call */
 };
 
 /* Counters of the running VM, for the metrics endpoint. */
@@ -78,13 +78,11 @@ int vmm_stop(struct vmm *m);
  */
 int vmm_configure(struct vmm *m, const char *json, size_t len);
 /* The configuration, for describing the VM: fn runs with the lock held. */
-void vmm_with_config(struct vmm *m, void (*fn)(const struct vm_config *cfg, void *arg),
-		     void *arg);
+void vmm_with_config(struct vmm *m, void (*fn)(const struct vm_config *cfg, void *arg), void *arg);
 
 /* Observation. */
 int vmm_metrics(struct vmm *m, struct vmm_metrics *out);
-int vmm_vcpu_registers(struct vmm *m, unsigned id, struct kvm_regs *regs,
-		       struct kvm_sregs *sregs);
+int vmm_vcpu_registers(struct vmm *m, unsigned id, struct kvm_regs *regs, struct kvm_sregs *sregs);
 int vmm_translate(struct vmm *m, unsigned id, uint64_t gva, struct gm_translation *t);
 /* Copy guest memory at a guest-physical address (at most VMM_MAX_READ bytes). */
 #define VMM_MAX_READ 65536

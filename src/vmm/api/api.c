@@ -132,12 +132,12 @@ static json_t *config_json(const struct vm_config *cfg)
 	for (unsigned i = 0; i < cfg->nr_disks; i++) {
 		const struct blk_config *d = &cfg->disks[i];
 
-		json_array_append_new(disks, json_pack("{s:s, s:b, s:s}", "path", d->path,
-						       "readonly", d->readonly, "serial",
-						       d->serial));
+		json_array_append_new(disks,
+				      json_pack("{s:s, s:b, s:s}", "path", d->path, "readonly",
+						d->readonly, "serial", d->serial));
 	}
-	o = json_pack("{s:s?, s:s?, s:s, s:I, s:i, s:o, s:b, s:s}", "kernel", cfg->kernel,
-		      "initrd", cfg->initrd, "cmdline", vm_config_cmdline(cfg), "memory",
+	o = json_pack("{s:s?, s:s?, s:s, s:I, s:i, s:o, s:b, s:s}", "kernel", cfg->kernel, "initrd",
+		      cfg->initrd, "cmdline", vm_config_cmdline(cfg), "memory",
 		      (json_int_t)cfg->mem_mib, "cpus", (int)cfg->cpus, "disk", disks, "rng",
 		      cfg->rng, "console-device",
 		      cfg->console_device == CONSOLE_DEVICE_VIRTIO ? "virtio" : "serial");
@@ -147,8 +147,8 @@ static json_t *config_json(const struct vm_config *cfg)
 
 		snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", a[0], a[1], a[2], a[3],
 			 a[4], a[5]);
-		json_object_set_new(o, "net", json_pack("{s:s, s:s}", "tap", cfg->net.tap, "mac",
-							mac));
+		json_object_set_new(o, "net",
+				    json_pack("{s:s, s:s}", "tap", cfg->net.tap, "mac", mac));
 	}
 	return o;
 }
@@ -208,9 +208,12 @@ static const struct {
 	const char *name;
 	int (*fn)(struct vmm *m);
 } actions[] = {
-    {"InstanceStart", vmm_start}, {"Pause", vmm_pause},
-    {"Resume", vmm_resume},	  {"PowerButton", vmm_power_button},
-    {"SendCtrlAltDel", vmm_ctrl_alt_del}, {"Stop", vmm_stop},
+    {"InstanceStart", vmm_start},
+    {"Pause", vmm_pause},
+    {"Resume", vmm_resume},
+    {"PowerButton", vmm_power_button},
+    {"SendCtrlAltDel", vmm_ctrl_alt_del},
+    {"Stop", vmm_stop},
 };
 
 static struct reply run_action(struct vmm *m, const char *name)
@@ -228,8 +231,7 @@ static struct reply run_action(struct vmm *m, const char *name)
 			   name);
 }
 
-static struct reply put_actions(struct vmm *m, struct MHD_Connection *c,
-				const struct request *r)
+static struct reply put_actions(struct vmm *m, struct MHD_Connection *c, const struct request *r)
 {
 	struct reply err;
 	json_t *root = body_object(r, &err);
@@ -318,27 +320,25 @@ static json_t *exits_json(const uint64_t *exits)
 
 static json_t *blk_json(const struct blk_stats *s)
 {
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "reads",
-			 J(s->reads), "writes", J(s->writes), "flushes", J(s->flushes),
-			 "discards", J(s->discards), "write_zeroes", J(s->write_zeroes), "errors",
-			 J(s->errors), "bytes_read", J(s->bytes_read), "bytes_written",
-			 J(s->bytes_written), "throttled", J(s->throttled), "throttled_ms",
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "reads", J(s->reads),
+			 "writes", J(s->writes), "flushes", J(s->flushes), "discards",
+			 J(s->discards), "write_zeroes", J(s->write_zeroes), "errors", J(s->errors),
+			 "bytes_read", J(s->bytes_read), "bytes_written", J(s->bytes_written),
+			 "throttled", J(s->throttled), "throttled_ms",
 			 J(s->throttled_ns / 1000000));
 }
 
 static json_t *net_json(const struct net_stats *s)
 {
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "rx_packets",
-			 J(s->rx_packets), "rx_bytes", J(s->rx_bytes), "rx_dropped",
-			 J(s->rx_dropped), "tx_packets", J(s->tx_packets), "tx_bytes",
-			 J(s->tx_bytes), "tx_dropped", J(s->tx_dropped), "rx_throttled",
-			 J(s->rx_throttled), "rx_throttled_ms", J(s->rx_throttled_ns / 1000000),
-			 "tx_throttled", J(s->tx_throttled), "tx_throttled_ms",
-			 J(s->tx_throttled_ns / 1000000));
+	return json_pack(
+	    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "rx_packets", J(s->rx_packets),
+	    "rx_bytes", J(s->rx_bytes), "rx_dropped", J(s->rx_dropped), "tx_packets",
+	    J(s->tx_packets), "tx_bytes", J(s->tx_bytes), "tx_dropped", J(s->tx_dropped),
+	    "rx_throttled", J(s->rx_throttled), "rx_throttled_ms", J(s->rx_throttled_ns / 1000000),
+	    "tx_throttled", J(s->tx_throttled), "tx_throttled_ms", J(s->tx_throttled_ns / 1000000));
 }
 
-static struct reply get_metrics(struct vmm *m, struct MHD_Connection *c,
-				const struct request *r)
+static struct reply get_metrics(struct vmm *m, struct MHD_Connection *c, const struct request *r)
 {
 	struct vmm_metrics *mt = malloc(sizeof(*mt));
 	json_t *vcpus, *devices, *total;
@@ -381,8 +381,8 @@ static struct reply get_metrics(struct vmm *m, struct MHD_Connection *c,
 			      "tx_requests", J(mt->vconsole.tx_requests), "tx_bytes",
 			      J(mt->vconsole.tx_bytes), "tx_dropped", J(mt->vconsole.tx_dropped)));
 	free(mt);
-	return json_reply(200, json_pack("{s:o, s:o, s:o}", "exits", total, "vcpus", vcpus,
-					 "devices", devices));
+	return json_reply(
+	    200, json_pack("{s:o, s:o, s:o}", "exits", total, "vcpus", vcpus, "devices", devices));
 }
 
 /* Introspection: /vcpus/N/registers, /vcpus/N/translate?gva=, /memory?gpa=&len= */
@@ -416,11 +416,31 @@ static struct reply get_registers(struct vmm *m, unsigned id)
 		const char *name;
 		uint64_t v;
 	} gprs[] = {
-	    {"rax", g.rax}, {"rbx", g.rbx}, {"rcx", g.rcx}, {"rdx", g.rdx},	    {"rsi", g.rsi},
-	    {"rdi", g.rdi}, {"rsp", g.rsp}, {"rbp", g.rbp}, {"r8", g.r8},	    {"r9", g.r9},
-	    {"r10", g.r10}, {"r11", g.r11}, {"r12", g.r12}, {"r13", g.r13},	    {"r14", g.r14},
-	    {"r15", g.r15}, {"rip", g.rip}, {"rflags", g.rflags}, {"cr0", s.cr0}, {"cr2", s.cr2},
-	    {"cr3", s.cr3}, {"cr4", s.cr4}, {"cr8", s.cr8}, {"efer", s.efer},	    {"apic_base", s.apic_base},
+	    {"rax", g.rax},
+	    {"rbx", g.rbx},
+	    {"rcx", g.rcx},
+	    {"rdx", g.rdx},
+	    {"rsi", g.rsi},
+	    {"rdi", g.rdi},
+	    {"rsp", g.rsp},
+	    {"rbp", g.rbp},
+	    {"r8", g.r8},
+	    {"r9", g.r9},
+	    {"r10", g.r10},
+	    {"r11", g.r11},
+	    {"r12", g.r12},
+	    {"r13", g.r13},
+	    {"r14", g.r14},
+	    {"r15", g.r15},
+	    {"rip", g.rip},
+	    {"rflags", g.rflags},
+	    {"cr0", s.cr0},
+	    {"cr2", s.cr2},
+	    {"cr3", s.cr3},
+	    {"cr4", s.cr4},
+	    {"cr8", s.cr8},
+	    {"efer", s.efer},
+	    {"apic_base", s.apic_base},
 	};
 
 	for (size_t i = 0; i < sizeof(gprs) / sizeof(gprs[0]); i++)
@@ -432,10 +452,10 @@ static struct reply get_registers(struct vmm *m, unsigned id)
 	json_object_set_new(regs, "gs", segment_json(&s.gs));
 	json_object_set_new(regs, "ss", segment_json(&s.ss));
 	json_object_set_new(regs, "tr", segment_json(&s.tr));
-	json_object_set_new(regs, "gdt", json_pack("{s:o, s:i}", "base", hex(s.gdt.base),
-						   "limit", s.gdt.limit));
-	json_object_set_new(regs, "idt", json_pack("{s:o, s:i}", "base", hex(s.idt.base),
-						   "limit", s.idt.limit));
+	json_object_set_new(regs, "gdt",
+			    json_pack("{s:o, s:i}", "base", hex(s.gdt.base), "limit", s.gdt.limit));
+	json_object_set_new(regs, "idt",
+			    json_pack("{s:o, s:i}", "base", hex(s.idt.base), "limit", s.idt.limit));
 	return json_reply(200, json_pack("{s:i, s:o}", "vcpu", (int)id, "registers", regs));
 }
 
@@ -472,11 +492,10 @@ static struct reply get_translate(struct vmm *m, struct MHD_Connection *c, unsig
 	for (unsigned i = 0; i < t.nr_steps; i++) {
 		const struct gm_walk_step *st = &t.steps[i];
 
-		json_array_append_new(steps,
-				      json_pack("{s:s, s:o, s:o}", "table",
-						st->level < 6 ? level_names[st->level] : "?",
-						"entry_gpa", hex(st->entry_gpa), "entry",
-						hex(st->entry)));
+		json_array_append_new(steps, json_pack("{s:s, s:o, s:o}", "table",
+						       st->level < 6 ? level_names[st->level] : "?",
+						       "entry_gpa", hex(st->entry_gpa), "entry",
+						       hex(st->entry)));
 	}
 	o = json_pack("{s:i, s:o, s:s, s:o}", "vcpu", (int)id, "gva", hex(gva), "result",
 		      walk_result(t.result), "steps", steps);
@@ -491,8 +510,7 @@ static struct reply get_translate(struct vmm *m, struct MHD_Connection *c, unsig
 	return json_reply(200, o);
 }
 
-static struct reply get_memory(struct vmm *m, struct MHD_Connection *c,
-			       const struct request *r)
+static struct reply get_memory(struct vmm *m, struct MHD_Connection *c, const struct request *r)
 {
 	uint64_t gpa = 0, len = 0;
 	uint8_t *buf;
@@ -551,9 +569,12 @@ static const struct route {
 	const char *path;
 	handler_fn fn;
 } routes[] = {
-    {"GET", "/vm", get_vm},	       {"PATCH", "/vm", patch_vm},
-    {"PUT", "/vm/config", put_config}, {"PUT", "/actions", put_actions},
-    {"GET", "/metrics", get_metrics},  {"GET", "/memory", get_memory},
+    {"GET", "/vm", get_vm},
+    {"PATCH", "/vm", patch_vm},
+    {"PUT", "/vm/config", put_config},
+    {"PUT", "/actions", put_actions},
+    {"GET", "/metrics", get_metrics},
+    {"GET", "/memory", get_memory},
 };
 
 static struct reply route(struct vmm *m, struct MHD_Connection *c, const char *method,
@@ -611,9 +632,8 @@ static enum MHD_Result send_reply(struct MHD_Connection *c, struct reply rep)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-				  const char *method, const char *version,
-				  const char *upload_data, size_t *upload_data_size,
-				  void **con_cls)
+				  const char *method, const char *version, const char *upload_data,
+				  size_t *upload_data_size, void **con_cls)
 {
 	struct api_server *s = cls;
 	struct request *r = *con_cls;
