@@ -21,7 +21,7 @@ WARN     += -Werror
 endif
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Isrc -MMD -MP
-LDLIBS   := -pthread -luring
+LDLIBS   := -pthread -luring -lmicrohttpd -ljansson
 
 # The modules and the program.
 LIB_SRC  := $(sort $(shell find src -name '*.c' ! -path 'src/vmm/main.c'))

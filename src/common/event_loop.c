@@ -24,11 +24,21 @@ struct event_reg {
 	struct event_reg *next;
 };
 
+struct event_call {
+	void (*fn)(void *arg);
+	void *arg;
+	bool done;
+	struct event_call *next;
+};
+
 int event_loop_init(struct event_loop *l)
 {
 	l->stop = false;
 	l->regs = l->graveyard = NULL;
+	l->calls = NULL;
+	l->running = l->inline_call = false;
 	pthread_mutex_init(&l->lock, NULL);
+	pthread_cond_init(&l->called, NULL);
 	l->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (l->epfd < 0)
 		return -errno;
@@ -69,6 +79,7 @@ void event_loop_destroy(struct event_loop *l)
 	pthread_mutex_unlock(&l->lock);
 	close(l->wakefd);
 	close(l->epfd);
+	pthread_cond_destroy(&l->called);
 	pthread_mutex_destroy(&l->lock);
 }
 
@@ -120,10 +131,31 @@ int event_loop_del(struct event_loop *l, int fd)
 	return ret;
 }
 
+/* Run the queued calls (the loop's lock held on entry and exit). */
+static void run_calls(struct event_loop *l)
+{
+	while (l->calls) {
+		struct event_call *c = l->calls;
+
+		l->calls = c->next;
+		pthread_mutex_unlock(&l->lock);
+		c->fn(c->arg);
+		pthread_mutex_lock(&l->lock);
+		c->done = true;
+	}
+	pthread_cond_broadcast(&l->called);
+}
+
 int event_loop_run(struct event_loop *l)
 {
 	struct epoll_event evs[32];
+	int ret = 0;
 
+	pthread_mutex_lock(&l->lock);
+	while (l->inline_call)
+		pthread_cond_wait(&l->called, &l->lock);
+	l->running = true;
+	pthread_mutex_unlock(&l->lock);
 	while (!l->stop) {
 		int n = epoll_wait(l->epfd, evs, 32, -1);
 
@@ -131,7 +163,8 @@ int event_loop_run(struct event_loop *l)
 			if (errno == EINTR)
 				continue;
 			log_error("event loop: epoll_wait: %s", strerror(errno));
-			return -errno;
+			ret = -errno;
+			break;
 		}
 		for (int i = 0; i < n; i++) {
 			struct event_reg *r = evs[i].data.ptr;
@@ -149,9 +182,43 @@ int event_loop_run(struct event_loop *l)
 		pthread_mutex_lock(&l->lock);
 		free_list(l->graveyard);
 		l->graveyard = NULL;
+		run_calls(l);
 		pthread_mutex_unlock(&l->lock);
 	}
-	return 0;
+	/* Calls queued as the loop stopped run here; later ones run in their caller. */
+	pthread_mutex_lock(&l->lock);
+	run_calls(l);
+	l->running = false;
+	pthread_mutex_unlock(&l->lock);
+	return ret;
+}
+
+void event_loop_call(struct event_loop *l, void (*fn)(void *arg), void *arg)
+{
+	struct event_call c = {.fn = fn, .arg = arg};
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&l->lock);
+	if (!l->running) {
+		/* event_loop_run() waits for this call before it dispatches anything. */
+		while (l->inline_call)
+			pthread_cond_wait(&l->called, &l->lock);
+		l->inline_call = true;
+		pthread_mutex_unlock(&l->lock);
+		fn(arg);
+		pthread_mutex_lock(&l->lock);
+		l->inline_call = false;
+		pthread_cond_broadcast(&l->called);
+		pthread_mutex_unlock(&l->lock);
+		return;
+	}
+	c.next = l->calls;
+	l->calls = &c;
+	if (write(l->wakefd, &one, sizeof(one)) < 0)
+		log_warn("event loop: wake: %s", strerror(errno));
+	while (!c.done)
+		pthread_cond_wait(&l->called, &l->lock);
+	pthread_mutex_unlock(&l->lock);
 }
 
 void event_loop_stop(struct event_loop *l)

@@ -6,9 +6,11 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -17,6 +19,25 @@
 #ifndef YUN_VERSION
 #define YUN_VERSION "0.1.0"
 #endif
+
+/* Where messages go: stderr, or the caller's buffer of a vm_config_*_msg() call. */
+static __thread char *msg_buf;
+static __thread size_t msg_len;
+
+__attribute__((format(printf, 1, 2))) static void config_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (msg_buf) {
+		vsnprintf(msg_buf, msg_len, fmt, ap);
+	} else {
+		fputs("yun-vmm: ", stderr);
+		vfprintf(stderr, fmt, ap);
+		fputc('\n', stderr);
+	}
+	va_end(ap);
+}
 
 void vm_config_defaults(struct vm_config *cfg)
 {
@@ -28,48 +49,56 @@ void vm_config_defaults(struct vm_config *cfg)
 
 void vm_config_usage(FILE *out)
 {
-	fprintf(out,
-		"Usage: yun-vmm --kernel PATH [options]\n"
-		"\n"
-		"Runs one virtual machine on /dev/kvm until the guest powers off.\n"
-		"\n"
-		"  --kernel PATH          bzImage (64-bit boot protocol) or ELF with a PVH note\n"
-		"  --initrd PATH          initial ramdisk\n"
-		"  --cmdline STR          kernel command line (default: \"%s\";\n"
-		"                         console=hvc0 with --console-device virtio)\n"
-		"  --memory MiB           guest RAM, a multiple of 2 (default 128)\n"
-		"  --cpus N               vCPUs, 1..%d and no more than KVM allows (default 1)\n"
-		"  --disk path=FILE[,readonly=on][,serial=ID][,engine=io_uring|sync]\n"
-		"         [,bw=BYTES][,ops=N]\n"
-		"                         a virtio-blk disk on a raw image whose size is a\n"
-		"                         multiple of 512 bytes, locked while in use; repeat\n"
-		"                         for more (at most %d). engine=io_uring: many requests\n"
-		"                         in flight (the default where the kernel has it);\n"
-		"                         engine=sync: one at a time. bw=: bytes a second\n"
-		"                         (K, M, G: multiples of 1024), ops=: requests a\n"
-		"                         second; over the limit requests wait (default: none)\n"
-		"  --rng                  a virtio-rng device fed by the host's getrandom(2)\n"
-		"  --net tap=NAME[,mac=52:54:00:12:34:56][,bw=BYTES][,ops=N]\n"
-		"                         a virtio-net NIC on a tap device (created if it does\n"
-		"                         not exist: needs CAP_NET_ADMIN); bw= and ops= limit\n"
-		"                         bytes and packets a second, each way (as for --disk)\n"
-		"  --console stdio|file=PATH|none\n"
-		"                         where the guest's console goes (default stdio;\n"
-		"                         on a terminal: raw mode, Ctrl-A x quits)\n"
-		"  --console-device serial|virtio\n"
-		"                         the guest's console device: COM1 (ttyS0, the default)\n"
-		"                         or a virtio-console (hvc0; COM1 stays, its output is\n"
-		"                         discarded)\n"
-		"  --no-reboot            exit instead of resetting when the guest reboots\n"
-		"  -v, --verbose          log more\n"
-		"  -h, --help             this text\n"
-		"  --version              the version\n"
-		"\n"
-		"Exit status: 0 guest powered off; 1 bad configuration or set-up failure;\n"
-		"2 guest rebooted with --no-reboot; 3 guest crashed (triple fault, or an\n"
-		"instruction KVM could not run); 4 VMM or KVM error while running;\n"
-		"128+N stopped by signal N.\n",
-		VM_DEFAULT_CMDLINE, VM_MAX_CPUS, VM_MAX_DISKS);
+	fprintf(
+	    out,
+	    "Usage: yun-vmm --kernel PATH [options]\n"
+	    "       yun-vmm --api-socket PATH [options]\n"
+	    "\n"
+	    "Runs one virtual machine on /dev/kvm until the guest powers off.\n"
+	    "\n"
+	    "  --kernel PATH          bzImage (64-bit boot protocol) or ELF with a PVH note\n"
+	    "  --initrd PATH          initial ramdisk\n"
+	    "  --cmdline STR          kernel command line (default: \"%s\";\n"
+	    "                         console=hvc0 with --console-device virtio)\n"
+	    "  --memory MiB           guest RAM, a multiple of 2 (default 128)\n"
+	    "  --cpus N               vCPUs, 1..%d and no more than KVM allows (default 1)\n"
+	    "  --disk path=FILE[,readonly=on][,serial=ID][,engine=io_uring|sync]\n"
+	    "         [,bw=BYTES][,ops=N]\n"
+	    "                         a virtio-blk disk on a raw image whose size is a\n"
+	    "                         multiple of 512 bytes, locked while in use; repeat\n"
+	    "                         for more (at most %d). engine=io_uring: many requests\n"
+	    "                         in flight (the default where the kernel has it);\n"
+	    "                         engine=sync: one at a time. bw=: bytes a second\n"
+	    "                         (K, M, G: multiples of 1024), ops=: requests a\n"
+	    "                         second; over the limit requests wait (default: none)\n"
+	    "  --rng                  a virtio-rng device fed by the host's getrandom(2)\n"
+	    "  --net tap=NAME[,mac=52:54:00:12:34:56][,bw=BYTES][,ops=N]\n"
+	    "                         a virtio-net NIC on a tap device (created if it does\n"
+	    "                         not exist: needs CAP_NET_ADMIN); bw= and ops= limit\n"
+	    "                         bytes and packets a second, each way (as for --disk)\n"
+	    "  --console stdio|file=PATH|none\n"
+	    "                         where the guest's console goes (default stdio;\n"
+	    "                         on a terminal: raw mode, Ctrl-A x quits)\n"
+	    "  --console-device serial|virtio\n"
+	    "                         the guest's console device: COM1 (ttyS0, the default)\n"
+	    "                         or a virtio-console (hvc0; COM1 stays, its output is\n"
+	    "                         discarded)\n"
+	    "  --no-reboot            exit instead of resetting when the guest reboots\n"
+	    "  --config FILE          options from a JSON file, e.g. {\"kernel\": \"vmlinuz\",\n"
+	    "                         \"memory\": 256, \"disk\": [{\"path\": \"a.img\"}]};\n"
+	    "                         options on the command line add to them\n"
+	    "  --api-socket PATH      serve the control API (HTTP/JSON) on this Unix socket;\n"
+	    "                         without --kernel, wait for it to configure and start\n"
+	    "                         the VM (docs/api.md)\n"
+	    "  -v, --verbose          log more\n"
+	    "  -h, --help             this text\n"
+	    "  --version              the version\n"
+	    "\n"
+	    "Exit status: 0 guest powered off; 1 bad configuration or set-up failure;\n"
+	    "2 guest rebooted with --no-reboot; 3 guest crashed (triple fault, or an\n"
+	    "instruction KVM could not run); 4 VMM or KVM error while running;\n"
+	    "128+N stopped by signal N.\n",
+	    VM_DEFAULT_CMDLINE, VM_MAX_CPUS, VM_MAX_DISKS);
 }
 
 const char *vm_config_cmdline(const struct vm_config *cfg)
@@ -123,15 +152,13 @@ static int parse_rate_key(const char *opt, const char *key, const char *val,
 	}
 	if (len >= sizeof(num) || parse_uint(num, 0, RATE_MAX / mult, &v)) {
 		if (bw)
-			fprintf(stderr,
-				"yun-vmm: %s: bw=%s: want bytes a second from 0 (no limit) to "
-				"1024G; K, M, G are multiples of 1024\n",
-				opt, val);
+			config_error("%s: bw=%s: want bytes a second from 0 (no limit) to "
+				     "1024G; K, M, G are multiples of 1024",
+				     opt, val);
 		else
-			fprintf(stderr,
-				"yun-vmm: %s: ops=%s: want a count a second from 0 (no limit) to "
-				"%llu\n",
-				opt, val, RATE_MAX);
+			config_error("%s: ops=%s: want a count a second from 0 (no limit) to "
+				     "%llu",
+				     opt, val, RATE_MAX);
 		return -EINVAL;
 	}
 	if (bw)
@@ -149,7 +176,7 @@ static int parse_disk(struct vm_config *cfg, char *arg)
 	int err;
 
 	if (cfg->nr_disks == VM_MAX_DISKS) {
-		fprintf(stderr, "yun-vmm: --disk: at most %d disks\n", VM_MAX_DISKS);
+		config_error("--disk: at most %d disks", VM_MAX_DISKS);
 		return -EINVAL;
 	}
 	d = &cfg->disks[cfg->nr_disks];
@@ -158,7 +185,7 @@ static int parse_disk(struct vm_config *cfg, char *arg)
 		char *val = strchr(kv, '=');
 
 		if (!val) {
-			fprintf(stderr, "yun-vmm: --disk: '%s' is not key=value\n", kv);
+			config_error("--disk: '%s' is not key=value", kv);
 			return -EINVAL;
 		}
 		*val++ = '\0';
@@ -170,14 +197,12 @@ static int parse_disk(struct vm_config *cfg, char *arg)
 			else if (!strcmp(val, "off"))
 				d->readonly = false;
 			else {
-				fprintf(stderr, "yun-vmm: --disk: readonly=%s: use on or off\n",
-					val);
+				config_error("--disk: readonly=%s: use on or off", val);
 				return -EINVAL;
 			}
 		} else if (!strcmp(kv, "serial")) {
 			if (strlen(val) > 20) {
-				fprintf(stderr, "yun-vmm: --disk: serial '%s' is over 20 bytes\n",
-					val);
+				config_error("--disk: serial '%s' is over 20 bytes", val);
 				return -EINVAL;
 			}
 			snprintf(d->serial, sizeof(d->serial), "%s", val);
@@ -187,20 +212,19 @@ static int parse_disk(struct vm_config *cfg, char *arg)
 			else if (!strcmp(val, "sync"))
 				d->engine = BLK_ENGINE_SYNC;
 			else {
-				fprintf(stderr,
-					"yun-vmm: --disk: engine=%s: use io_uring or sync\n", val);
+				config_error("--disk: engine=%s: use io_uring or sync", val);
 				return -EINVAL;
 			}
 		} else if ((err = parse_rate_key("--disk", kv, val, &d->rate)) <= 0) {
 			if (err)
 				return err;
 		} else {
-			fprintf(stderr, "yun-vmm: --disk: unknown key '%s'\n", kv);
+			config_error("--disk: unknown key '%s'", kv);
 			return -EINVAL;
 		}
 	}
 	if (!d->path || !*d->path) {
-		fprintf(stderr, "yun-vmm: --disk: path=FILE is required\n");
+		config_error("--disk: path=FILE is required");
 		return -EINVAL;
 	}
 	if (!d->serial[0])
@@ -217,7 +241,7 @@ static int parse_net(struct vm_config *cfg, char *arg)
 	int err;
 
 	if (cfg->has_net) {
-		fprintf(stderr, "yun-vmm: --net: one NIC for now\n");
+		config_error("--net: one NIC for now");
 		return -EINVAL;
 	}
 	memset(n, 0, sizeof(*n));
@@ -228,15 +252,14 @@ static int parse_net(struct vm_config *cfg, char *arg)
 		char end;
 
 		if (!val) {
-			fprintf(stderr, "yun-vmm: --net: '%s' is not key=value\n", kv);
+			config_error("--net: '%s' is not key=value", kv);
 			return -EINVAL;
 		}
 		*val++ = '\0';
 		if (!strcmp(kv, "tap")) {
 			if (!*val || strlen(val) >= sizeof(n->tap) || strchr(val, '/')) {
-				fprintf(stderr,
-					"yun-vmm: --net: tap name '%s': 1 to %zu characters\n", val,
-					sizeof(n->tap) - 1);
+				config_error("--net: tap name '%s': 1 to %zu characters", val,
+					     sizeof(n->tap) - 1);
 				return -EINVAL;
 			}
 			snprintf(n->tap, sizeof(n->tap), "%s", val);
@@ -244,10 +267,9 @@ static int parse_net(struct vm_config *cfg, char *arg)
 			if (sscanf(val, "%2x:%2x:%2x:%2x:%2x:%2x%c", &m[0], &m[1], &m[2], &m[3],
 				   &m[4], &m[5], &end) != 6 ||
 			    strlen(val) != 17 || (m[0] & 1)) {
-				fprintf(stderr,
-					"yun-vmm: --net: mac=%s: want a unicast address like "
-					"52:54:00:12:34:56\n",
-					val);
+				config_error("--net: mac=%s: want a unicast address like "
+					     "52:54:00:12:34:56",
+					     val);
 				return -EINVAL;
 			}
 			for (int i = 0; i < 6; i++)
@@ -256,12 +278,12 @@ static int parse_net(struct vm_config *cfg, char *arg)
 			if (err)
 				return err;
 		} else {
-			fprintf(stderr, "yun-vmm: --net: unknown key '%s'\n", kv);
+			config_error("--net: unknown key '%s'", kv);
 			return -EINVAL;
 		}
 	}
 	if (!n->tap[0]) {
-		fprintf(stderr, "yun-vmm: --net: tap=NAME is required\n");
+		config_error("--net: tap=NAME is required");
 		return -EINVAL;
 	}
 	cfg->has_net = true;
@@ -278,7 +300,7 @@ static int parse_console(struct vm_config *cfg, const char *arg)
 		cfg->console = CONSOLE_FILE;
 		cfg->console_path = arg + 5;
 	} else {
-		fprintf(stderr, "yun-vmm: --console %s: use stdio, file=PATH or none\n", arg);
+		config_error("--console %s: use stdio, file=PATH or none", arg);
 		return -EINVAL;
 	}
 	return 0;
@@ -291,7 +313,7 @@ static int parse_console_device(struct vm_config *cfg, const char *arg)
 	} else if (!strcmp(arg, "virtio")) {
 		cfg->console_device = CONSOLE_DEVICE_VIRTIO;
 	} else {
-		fprintf(stderr, "yun-vmm: --console-device %s: use serial or virtio\n", arg);
+		config_error("--console-device %s: use serial or virtio", arg);
 		return -EINVAL;
 	}
 	return 0;
@@ -309,8 +331,31 @@ enum {
 	OPT_NO_REBOOT,
 	OPT_RNG,
 	OPT_NET,
+	OPT_API_SOCKET,
+	OPT_CONFIG,
 	OPT_VERSION
 };
+
+/* Nesting: a --config file's options are parsed by the same function, one level down. */
+static __thread int parse_depth;
+
+/* --config FILE (or --config=FILE) anywhere in argv, applied before the other options. */
+static int apply_config_file(struct vm_config *cfg, int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		const char *path = NULL;
+
+		if (!strcmp(argv[i], "--"))
+			break;
+		if (!strcmp(argv[i], "--config") && i + 1 < argc)
+			path = argv[i + 1];
+		else if (!strncmp(argv[i], "--config=", 9))
+			path = argv[i] + 9;
+		if (path)
+			return vm_config_load_file(cfg, path);
+	}
+	return 0;
+}
 
 int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 {
@@ -326,6 +371,8 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 	    {"no-reboot", no_argument, NULL, OPT_NO_REBOOT},
 	    {"rng", no_argument, NULL, OPT_RNG},
 	    {"net", required_argument, NULL, OPT_NET},
+	    {"api-socket", required_argument, NULL, OPT_API_SOCKET},
+	    {"config", required_argument, NULL, OPT_CONFIG},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, OPT_VERSION},
@@ -334,6 +381,8 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 	unsigned long long v;
 	int c;
 
+	if (parse_depth == 0 && apply_config_file(cfg, argc, argv))
+		return -EINVAL;
 	optind = 1;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":vh", opts, NULL)) != -1) {
@@ -349,18 +398,17 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 			break;
 		case OPT_MEMORY:
 			if (parse_uint(optarg, VM_MIN_MEM_MIB, VM_MAX_MEM_MIB, &v) || v % 2) {
-				fprintf(stderr,
-					"yun-vmm: --memory %s: want an even number of MiB from %d "
-					"to %d\n",
-					optarg, VM_MIN_MEM_MIB, VM_MAX_MEM_MIB);
+				config_error("--memory %s: want an even number of MiB from %d "
+					     "to %d",
+					     optarg, VM_MIN_MEM_MIB, VM_MAX_MEM_MIB);
 				return -EINVAL;
 			}
 			cfg->mem_mib = v;
 			break;
 		case OPT_CPUS:
 			if (parse_uint(optarg, 1, VM_MAX_CPUS, &v)) {
-				fprintf(stderr, "yun-vmm: --cpus %s: want a number from 1 to %d\n",
-					optarg, VM_MAX_CPUS);
+				config_error("--cpus %s: want a number from 1 to %d", optarg,
+					     VM_MAX_CPUS);
 				return -EINVAL;
 			}
 			cfg->cpus = (unsigned)v;
@@ -393,20 +441,40 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		case 'h':
 			vm_config_usage(stdout);
 			return 1;
+		case OPT_API_SOCKET:
+			if (parse_depth > 0) {
+				config_error("api-socket: give it on the command line");
+				return -EINVAL;
+			}
+			if (!*optarg ||
+			    strlen(optarg) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+				config_error("--api-socket %s: want a path of 1 to %zu bytes",
+					     optarg,
+					     sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+				return -EINVAL;
+			}
+			cfg->api_socket = optarg;
+			break;
+		case OPT_CONFIG:
+			/* Applied before the other options (apply_config_file()); not nested. */
+			if (parse_depth > 0) {
+				config_error("config: a configuration cannot include another");
+				return -EINVAL;
+			}
+			break;
 		case OPT_VERSION:
 			printf("yun-vmm %s\n", YUN_VERSION);
 			return 1;
 		case ':':
-			fprintf(stderr, "yun-vmm: %s needs a value\n", argv[optind - 1]);
+			config_error("%s needs a value", argv[optind - 1]);
 			return -EINVAL;
 		default:
-			fprintf(stderr, "yun-vmm: unknown option '%s' (see --help)\n",
-				argv[optind - 1]);
+			config_error("unknown option '%s' (see --help)", argv[optind - 1]);
 			return -EINVAL;
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "yun-vmm: unexpected argument '%s' (see --help)\n", argv[optind]);
+		config_error("unexpected argument '%s' (see --help)", argv[optind]);
 		return -EINVAL;
 	}
 	return 0;
@@ -419,11 +487,11 @@ static int check_file(const char *what, const char *path, bool writable)
 	int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
 
 	if (fd < 0) {
-		fprintf(stderr, "yun-vmm: %s %s: %s\n", what, path, strerror(errno));
+		config_error("%s %s: %s", what, path, strerror(errno));
 		return -errno;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		fprintf(stderr, "yun-vmm: %s %s: not a regular file\n", what, path);
+		config_error("%s %s: not a regular file", what, path);
 		close(fd);
 		return -EINVAL;
 	}
@@ -431,28 +499,51 @@ static int check_file(const char *what, const char *path, bool writable)
 	return 0;
 }
 
+int vm_config_parse_args_msg(struct vm_config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+	int ret;
+
+	msg_buf = err;
+	msg_len = errlen;
+	parse_depth++;
+	ret = vm_config_parse_args(cfg, argc, argv);
+	parse_depth--;
+	msg_buf = NULL;
+	return ret;
+}
+
+int vm_config_validate_msg(const struct vm_config *cfg, char *err, size_t errlen)
+{
+	int ret;
+
+	msg_buf = err;
+	msg_len = errlen;
+	ret = vm_config_validate(cfg);
+	msg_buf = NULL;
+	return ret;
+}
+
 int vm_config_validate(const struct vm_config *cfg)
 {
 	if (!cfg->kernel) {
-		fprintf(stderr, "yun-vmm: --kernel PATH is required (see --help)\n");
+		config_error("--kernel PATH is required (see --help)");
 		return -EINVAL;
 	}
 	if (check_file("kernel", cfg->kernel, false))
 		return -EINVAL;
 	if (boot_check_kernel_file(cfg->kernel) == -ENOEXEC) {
-		fprintf(stderr, "yun-vmm: kernel %s: neither a bzImage nor an ELF file\n",
-			cfg->kernel);
+		config_error("kernel %s: neither a bzImage nor an ELF file", cfg->kernel);
 		return -EINVAL;
 	}
 	if (cfg->initrd && check_file("initrd", cfg->initrd, false))
 		return -EINVAL;
 	if (cfg->cpus < 1 || cfg->cpus > VM_MAX_CPUS) {
-		fprintf(stderr, "yun-vmm: %u vCPUs: want 1 to %d\n", cfg->cpus, VM_MAX_CPUS);
+		config_error("%u vCPUs: want 1 to %d", cfg->cpus, VM_MAX_CPUS);
 		return -EINVAL;
 	}
 	if (cfg->mem_mib < VM_MIN_MEM_MIB || cfg->mem_mib > VM_MAX_MEM_MIB || cfg->mem_mib % 2) {
-		fprintf(stderr, "yun-vmm: %llu MiB of memory: want an even number from %d to %d\n",
-			(unsigned long long)cfg->mem_mib, VM_MIN_MEM_MIB, VM_MAX_MEM_MIB);
+		config_error("%llu MiB of memory: want an even number from %d to %d",
+			     (unsigned long long)cfg->mem_mib, VM_MIN_MEM_MIB, VM_MAX_MEM_MIB);
 		return -EINVAL;
 	}
 	for (unsigned i = 0; i < cfg->nr_disks; i++) {
@@ -462,8 +553,8 @@ int vm_config_validate(const struct vm_config *cfg)
 		if (check_file("disk", d->path, !d->readonly))
 			return -EINVAL;
 		if (stat(d->path, &st) == 0 && st.st_size % 512) {
-			fprintf(stderr, "yun-vmm: disk %s: size %lld is not a multiple of 512\n",
-				d->path, (long long)st.st_size);
+			config_error("disk %s: size %lld is not a multiple of 512", d->path,
+				     (long long)st.st_size);
 			return -EINVAL;
 		}
 		for (unsigned j = 0; j < i; j++) {
@@ -471,13 +562,13 @@ int vm_config_validate(const struct vm_config *cfg)
 
 			if (stat(cfg->disks[j].path, &other) == 0 && other.st_dev == st.st_dev &&
 			    other.st_ino == st.st_ino) {
-				fprintf(stderr, "yun-vmm: disk %s is given twice\n", d->path);
+				config_error("disk %s is given twice", d->path);
 				return -EINVAL;
 			}
 		}
 	}
 	if (cfg->console == CONSOLE_FILE && !cfg->console_path) {
-		fprintf(stderr, "yun-vmm: --console file= needs a path\n");
+		config_error("--console file= needs a path");
 		return -EINVAL;
 	}
 	return 0;

@@ -39,6 +39,9 @@ struct vm_config {
 	enum console_device console_device;
 	bool no_reboot;
 	bool verbose;
+	const char *api_socket; /* the control API's Unix socket */
+	/* Strings the configuration points into when it came from JSON (config_json.c). */
+	struct config_strings *strings;
 };
 
 #define VM_DEFAULT_CMDLINE     "console=ttyS0 reboot=k panic=1"
@@ -52,6 +55,22 @@ void vm_config_defaults(struct vm_config *cfg);
 int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv);
 /* Check everything that can be checked before the VM exists; one clear line on error. */
 int vm_config_validate(const struct vm_config *cfg);
+/* The same two, with the message in err instead of on stderr (for the control API). */
+int vm_config_parse_args_msg(struct vm_config *cfg, int argc, char **argv, char *err,
+			     size_t errlen);
+int vm_config_validate_msg(const struct vm_config *cfg, char *err, size_t errlen);
+
+/*
+ * A configuration as JSON (config_json.c): an object whose keys are the long options and
+ * whose values are their arguments: a string or number; true for an option without one;
+ * an array to repeat one; an object of key=value pairs for --disk and --net. Parsed on top
+ * of cfg by vm_config_parse_args(), so the messages and checks are the command line's.
+ */
+int vm_config_load_file(struct vm_config *cfg, const char *path);
+int vm_config_parse_json(struct vm_config *cfg, const char *text, size_t len, char *err,
+			 size_t errlen);
+/* Free the strings a JSON configuration left in cfg (after its last use). */
+void vm_config_free_strings(struct vm_config *cfg);
 void vm_config_usage(FILE *out);
 /* The kernel command line: the one given, or the default for the console device. */
 const char *vm_config_cmdline(const struct vm_config *cfg);

@@ -1,16 +1,20 @@
 // SPDX-License-Identifier: MIT
 /*
- * yun-vmm: one virtual machine per process. Parse and check the configuration, then build the
- * VM and run it until it stops; a guest reset builds it afresh (unless --no-reboot). Only this
- * file exits.
+ * yun-vmm: one virtual machine per process. Parse and check the configuration (or wait for
+ * the control API to give it), then build the VM and run it until it stops; a guest reset
+ * builds it afresh (unless --no-reboot). Only this file exits.
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "common/log.h"
+#include "vmm/api/api.h"
 #include "vmm/config.h"
 #include "vmm/console.h"
 #include "vmm/vm.h"
+#include "vmm/vmm.h"
 
 /* Exit statuses, documented in --help and the README. */
 enum {
@@ -45,12 +49,37 @@ static void signal_ignore_sigpipe(void)
 	sigaction(SIGPIPE, &sa, NULL);
 }
 
+/* SIGINT, SIGTERM and SIGHUP stop the VM: blocked in every thread, taken by the VM's
+ * signalfd while it runs, or by main() while it waits for the API to start the VM. */
+static void block_stop_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, set, NULL);
+}
+
+/* Before InstanceStart: wait for it, or for a stop signal (the API's Stop, or one of ours). */
+static void wait_for_start(struct vmm *m, const sigset_t *stop_signals)
+{
+	const struct timespec tick = {0, 100 * 1000 * 1000};
+
+	log_info("waiting for the API to configure and start the VM");
+	while (vmm_state(m) == VMM_NOT_STARTED) {
+		if (sigtimedwait(stop_signals, NULL, &tick) > 0)
+			vmm_stop(m);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	struct vm_config cfg;
 	struct console *console;
+	struct api_server *api = NULL;
+	sigset_t stop_signals;
+	struct vmm vmm;
 	enum vm_exit why;
-	int signal = 0;
 	int ret;
 
 	/* A console reader that goes away (a closed pipe) must not kill the VM: the write fails
@@ -60,27 +89,34 @@ int main(int argc, char **argv)
 	ret = vm_config_parse_args(&cfg, argc, argv);
 	if (ret)
 		return ret > 0 ? 0 : STATUS_CONFIG;
-	if (vm_config_validate(&cfg))
+	/* With an API socket and no kernel yet, the API configures the VM before it starts. */
+	if ((!cfg.api_socket || cfg.kernel) && vm_config_validate(&cfg))
 		return STATUS_CONFIG;
 	if (cfg.verbose)
 		log_set_level(LOG_DEBUG);
 	if (console_open(&cfg, &console))
 		return STATUS_CONFIG;
-
-	for (;;) {
-		struct vm *vm;
-
-		if (vm_create(&cfg, console, &vm)) {
-			console_close(console);
-			return STATUS_CONFIG;
-		}
-		why = vm_run(vm);
-		signal = vm->signal;
-		vm_destroy(vm);
-		if (why != VM_EXIT_RESET || cfg.no_reboot)
-			break;
-		log_info("guest reset: starting it again");
+	block_stop_signals(&stop_signals);
+	vmm_init(&vmm, &cfg, console);
+	if (cfg.api_socket && api_server_start(cfg.api_socket, &vmm, &api)) {
+		ret = STATUS_CONFIG;
+		goto out;
 	}
+	if (cfg.kernel)
+		vmm_start(&vmm);
+	else
+		wait_for_start(&vmm, &stop_signals);
+	if (vmm_state(&vmm) == VMM_STOPPED) {
+		ret = STATUS_POWEROFF;
+		goto out;
+	}
+	why = vmm_run(&vmm);
+	ret = why == VM_EXIT_ERROR && vmm.boots == 0 ? STATUS_CONFIG
+						     : status_of(why, vmm.exit_signal);
+out:
+	api_server_stop(api);
+	vmm_destroy(&vmm);
 	console_close(console);
-	return status_of(why, signal);
+	vm_config_free_strings(&cfg);
+	return ret;
 }

@@ -489,6 +489,7 @@ int vm_create(const struct vm_config *cfg, struct console *console, struct vm **
 	vm->irq = (struct irq_host){&kvm_irq_ops, vm};
 	pthread_mutex_init(&vm->routes_lock, NULL);
 	pthread_mutex_init(&vm->exit_lock, NULL);
+	pthread_cond_init(&vm->park_cond, NULL);
 	io_bus_init(&vm->pio, "pio");
 	io_bus_init(&vm->mmio, "mmio");
 	err = event_loop_init(&vm->loop);
@@ -534,8 +535,48 @@ void vm_request_stop(struct vm *vm, enum vm_exit why)
 	pthread_mutex_lock(&vm->exit_lock);
 	if (vm->exit == VM_RUNNING)
 		vm->exit = why;
+	pthread_cond_broadcast(&vm->park_cond);
 	pthread_mutex_unlock(&vm->exit_lock);
 	event_loop_stop(&vm->loop);
+}
+
+int vm_pause(struct vm *vm)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&vm->exit_lock);
+	vm->paused = true;
+	pthread_mutex_unlock(&vm->exit_lock);
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		vcpu_kick(vm->vcpus[i]);
+	pthread_mutex_lock(&vm->exit_lock);
+	while (vm->parked < vm->nr_vcpus && vm->exit == VM_RUNNING)
+		pthread_cond_wait(&vm->park_cond, &vm->exit_lock);
+	if (vm->exit != VM_RUNNING)
+		ret = -ESHUTDOWN;
+	pthread_mutex_unlock(&vm->exit_lock);
+	return ret;
+}
+
+void vm_resume(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->exit_lock);
+	vm->paused = false;
+	pthread_cond_broadcast(&vm->park_cond);
+	pthread_mutex_unlock(&vm->exit_lock);
+}
+
+void vm_park_vcpu(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->exit_lock);
+	if (vm->paused && vm->exit == VM_RUNNING) {
+		vm->parked++;
+		pthread_cond_broadcast(&vm->park_cond);
+		while (vm->paused && vm->exit == VM_RUNNING)
+			pthread_cond_wait(&vm->park_cond, &vm->exit_lock);
+		vm->parked--;
+	}
+	pthread_mutex_unlock(&vm->exit_lock);
 }
 
 enum vm_exit vm_exit_reason(struct vm *vm)
@@ -671,6 +712,7 @@ void vm_destroy(struct vm *vm)
 	io_bus_destroy(&vm->mmio);
 	io_bus_destroy(&vm->pio);
 	pthread_mutex_destroy(&vm->routes_lock);
+	pthread_cond_destroy(&vm->park_cond);
 	pthread_mutex_destroy(&vm->exit_lock);
 	free(vm);
 }

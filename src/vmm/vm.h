@@ -85,6 +85,11 @@ struct vm {
 	pthread_mutex_t exit_lock;
 	enum vm_exit exit;
 	int signal; /* for VM_EXIT_SIGNAL */
+
+	/* Pausing: vCPU threads park outside KVM_RUN while `paused`; guarded by exit_lock. */
+	pthread_cond_t park_cond;
+	bool paused;
+	unsigned parked; /* vCPU threads parked now */
 };
 
 /*
@@ -98,5 +103,13 @@ void vm_destroy(struct vm *vm);
 /* Stop the VM for this reason (first caller wins); callable from any thread or device. */
 void vm_request_stop(struct vm *vm, enum vm_exit why);
 enum vm_exit vm_exit_reason(struct vm *vm);
+/*
+ * Park every vCPU outside KVM_RUN and return once all are parked (or the VM stopped: -ESHUTDOWN).
+ * Devices go on finishing what the guest already asked for; the guest asks nothing new.
+ */
+int vm_pause(struct vm *vm);
+void vm_resume(struct vm *vm);
+/* For vCPU threads: wait here while the VM is paused. */
+void vm_park_vcpu(struct vm *vm);
 
 #endif

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The control API with a running VM (needs /dev/kvm: tests/run runs it through
+# tests/kvmhost/run.sh). The test guest in `bench=wait` mode prints "ready" and polls COM1
+# for a byte from ring 3; meanwhile the API pauses it, reads its registers, walks its page
+# tables for the instruction pointer and reads the instruction's bytes (compared with the
+# guest's ELF file), resumes it, counts its exits, and the byte sent while it was paused is
+# taken after the resume (nothing lost). Then: a VM configured and started entirely through
+# the API, and Stop and PowerButton on running VMs.
+set -u
+cd "$(dirname "$0")/../.."
+. tests/api/lib.sh
+GUEST=$BUILD/guest/test-guest.elf
+
+dir=$(mktemp -d -p "$BUILD")
+local=$(mktemp -d) # FIFOs and sockets need a local file system (not 9p)
+SOCK=$local/api.sock
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; exec 3>&- 2>/dev/null; rm -rf "$dir" "$local"' EXIT
+err='isinstance(j, dict) and list(j) == ["error"]'
+
+# wait_exit PID SECONDS: the process's exit status, or 124 if it is still running.
+wait_exit() {
+	for _ in $(seq $(($2 * 10))); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+	kill -0 "$1" 2>/dev/null && return 124
+	wait "$1"
+}
+
+mkfifo "$local/in"
+"$BUILD/yun-vmm" --api-socket "$SOCK" --kernel "$GUEST" --cmdline "bench=wait" --cpus 2 \
+	--rng <"$local/in" >"$dir/console.log" 2>"$LOGS/api-vm.stderr" &
+pid=$!
+pids+=($pid)
+exec 3>"$local/in"
+for _ in $(seq 300); do grep -q ready "$dir/console.log" && break; sleep 0.1; done
+if grep -q ready "$dir/console.log" && wait_socket; then ok "the guest runs and the API answers"; else
+	not_ok "the guest runs and the API answers # see $LOGS/api-vm.stderr"
+	echo "1..$n"
+	exit 1
+fi
+expect "GET /vm: Running, 2 vCPUs" GET /vm - 200 'j["state"] == "Running" and j["config"]["cpus"] == 2'
+expect "registers while running: 409, pause first" GET /vcpus/0/registers - 409 "$err and 'pause' in j['error']"
+expect "metrics: port I/O exits counted (the guest polls COM1), the rng listed" GET /metrics - 200 \
+	'j["exits"].get("io", 0) > 100 and len(j["vcpus"]) == 2 and "rng0" in j["devices"]'
+io_before=$(jget 'j["exits"]["io"]')
+expect "PATCH /vm Paused: 204" PATCH /vm '{"state": "Paused"}' 204
+expect "GET /vm: Paused" GET /vm - 200 'j["state"] == "Paused"'
+expect "pausing a paused VM: 409" PUT /actions '{"action_type": "Pause"}' 409 "$err"
+call GET /metrics
+io1=$(jget 'j["exits"]["io"]')
+sleep 1
+call GET /metrics
+io2=$(jget 'j["exits"]["io"]')
+[ "$io1" -gt "$io_before" ] && [ "$io1" = "$io2" ] && ok "paused: no exits for a second ($io1 both times)" ||
+	not_ok "paused: no exits for a second # before $io_before, then $io1 and $io2"
+expect "vcpu0's registers: long mode, ring 3, rip in the guest" GET /vcpus/0/registers - 200 \
+	'j["registers"]["cs"]["l"] == 1 and j["registers"]["cs"]["dpl"] == 3 and int(j["registers"]["efer"], 16) & 0x400'
+rip=$(jget 'j["registers"]["rip"]')
+call GET /vcpus/0/registers
+[ "$(jget 'j["registers"]["rip"]')" = "$rip" ] && ok "paused: rip stays at $rip" || not_ok "paused: rip stays # $rip then $(jget 'j["registers"]["rip"]')"
+expect "a vCPU the VM does not have: 404" GET /vcpus/2/registers - 404 "$err"
+expect "translate rip: a 4-level walk to RAM" GET "/vcpus/0/translate?gva=$rip" - 200 \
+	'j["result"] == "ok" and [s["table"] for s in j["steps"]][:2] == ["PML4", "PDPT"] and "hva" in j'
+gpa=$(jget 'j["gpa"]')
+expect "read 16 bytes at rip's guest-physical address" GET "/memory?gpa=$gpa&len=16" - 200 'len(j["hex"]) == 32'
+mem=$(jget 'j["hex"]')
+elf=$(python3 - "$GUEST" "$rip" <<'PY'
+import struct, sys
+data = open(sys.argv[1], "rb").read()
+va = int(sys.argv[2], 16)
+phoff, = struct.unpack_from("<Q", data, 0x20)
+phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+for i in range(phnum):
+    p_type, _, off, vaddr, paddr, filesz, _, _ = struct.unpack_from("<IIQQQQQQ", data, phoff + i * phentsize)
+    if p_type == 1 and vaddr <= va < vaddr + filesz:
+        print(data[off + va - vaddr: off + va - vaddr + 16].hex())
+PY
+)
+[ -n "$elf" ] && [ "$mem" = "$elf" ] && ok "the bytes at rip are the guest ELF's ($mem)" ||
+	not_ok "the bytes at rip are the guest ELF's # memory $mem, ELF $elf"
+expect "translate an unmapped address: a page fault with its error code" \
+	GET "/vcpus/0/translate?gva=0x7f0000000000" - 200 'j["result"] == "page_fault" and int(j["error_code"], 16) & 1 == 0'
+expect "translate without gva: 400" GET /vcpus/0/translate - 400 "$err"
+expect "memory outside RAM: 400" GET "/memory?gpa=0xfff00000000&len=16" - 400 "$err"
+expect "memory over 64 KiB: 400" GET "/memory?gpa=0&len=65537" - 400 "$err"
+printf x >&3
+sleep 1
+expect "a byte sent while paused is not taken: still Paused" GET /vm - 200 'j["state"] == "Paused"'
+expect "PATCH /vm Resumed: 204" PATCH /vm '{"state": "Resumed"}' 204
+wait_exit $pid 60
+status=$?
+[ $status = 0 ] && ok "resumed, the guest takes the byte and powers off: status 0" ||
+	not_ok "resumed, the guest powers off # status $status, see $dir/console.log"
+exec 3>&-
+
+# A VM described and started entirely through the API.
+rm -f "$SOCK"
+"$BUILD/yun-vmm" --api-socket "$SOCK" --console "file=$dir/c2.log" 2>>"$LOGS/api-vm.stderr" &
+pid=$!
+pids+=($pid)
+wait_socket
+expect "pre-boot: PUT /vm/config" PUT /vm/config '{"kernel": "'"$GUEST"'", "cmdline": "bench=wait", "memory": 64}' 204
+expect "InstanceStart: 204" PUT /actions '{"action_type": "InstanceStart"}' 204
+for _ in $(seq 300); do grep -q ready "$dir/c2.log" && break; sleep 0.1; done
+expect "the configured guest runs: Running, 64 MiB" GET /vm - 200 'j["state"] == "Running" and j["config"]["memory"] == 64'
+grep -q ready "$dir/c2.log" && ok "... and prints ready" || not_ok "... and prints ready"
+expect "the configuration cannot change now: 409" PUT /vm/config '{"memory": 128}' 409 "$err"
+expect "InstanceStart twice: 409" PUT /actions '{"action_type": "InstanceStart"}' 409 "$err"
+expect "PowerButton: 204 and ShuttingDown" PUT /actions '{"action_type": "PowerButton"}' 204
+expect "GET /vm: ShuttingDown" GET /vm - 200 'j["state"] == "ShuttingDown"'
+expect "Stop (the guest ignores the button): 204" PUT /actions '{"action_type": "Stop"}' 204
+wait_exit $pid 30
+status=$?
+[ $status = 0 ] && ok "yun-vmm exits 0 after Stop" || not_ok "yun-vmm exits 0 after Stop # status $status"
+echo "1..$n"
