@@ -91,7 +91,6 @@ struct virtio_net {
 	struct virtio_net_config config;
 	unsigned max_pairs;    /* what the device has: max_virtqueue_pairs */
 	unsigned active_pairs; /* pairs 0..active_pairs-1 are served (§5.1.6.5.5: 1 at first) */
-	unsigned offloads;     /* TUN_F_* the driver accepted */
 	unsigned turn;	       /* the pair the limiters' timers serve first, in turn */
 	/*
 	 * The rate limits are the NIC's, not a queue's: one limiter a direction for the whole
@@ -550,12 +549,13 @@ static void net_ctrl(struct virtio_net *n, unsigned q)
 			iov_from_buf(c->in, c->nr_in, 0, &ack, 1);
 			virtq_push(vq, c->head, 1);
 			served = true;
+			if (d->broken)
+				break; /* a pair brought into service found its queue broken */
 		}
-		if (r < 0) {
-			if (!d->broken)
-				virtio_dev_error(d, "malformed control chain");
+		if (r < 0 && !d->broken)
+			virtio_dev_error(d, "malformed control chain");
+		if (d->broken)
 			break;
-		}
 		virtq_set_notification(vq, true);
 		if (vq->avail->idx == vq->last_avail_idx)
 			break;
@@ -613,7 +613,6 @@ static int net_activate(struct virtio_dev *d)
 			return -errno;
 		}
 	}
-	n->offloads = off;
 	/* Packets may have arrived before the driver was ready. */
 	for (unsigned i = 0; i < n->active_pairs; i++) {
 		n->pairs[i].rx_waiting = true;
