@@ -72,10 +72,13 @@ void vm_config_usage(FILE *out)
 	    "                         (K, M, G: multiples of 1024), ops=: requests a\n"
 	    "                         second; over the limit requests wait (default: none)\n"
 	    "  --rng                  a virtio-rng device fed by the host's getrandom(2)\n"
-	    "  --net tap=NAME[,mac=52:54:00:12:34:56][,bw=BYTES][,ops=N]\n"
+	    "  --net tap=NAME[,mac=52:54:00:12:34:56][,queues=N][,bw=BYTES][,ops=N]\n"
 	    "                         a virtio-net NIC on a tap device (created if it does\n"
-	    "                         not exist: needs CAP_NET_ADMIN); bw= and ops= limit\n"
-	    "                         bytes and packets a second, each way (as for --disk)\n"
+	    "                         not exist: needs CAP_NET_ADMIN); queues=: queue pairs,\n"
+	    "                         1..%d (default 1), above 1 on a multi-queue tap, the\n"
+	    "                         guest choosing how many it uses; bw= and ops= limit\n"
+	    "                         bytes and packets a second, each way, for the whole\n"
+	    "                         NIC (as for --disk)\n"
 	    "  --console stdio|file=PATH|none\n"
 	    "                         where the guest's console goes (default stdio;\n"
 	    "                         on a terminal: raw mode, Ctrl-A x quits)\n"
@@ -98,7 +101,7 @@ void vm_config_usage(FILE *out)
 	    "2 guest rebooted with --no-reboot; 3 guest crashed (triple fault, or an\n"
 	    "instruction KVM could not run); 4 VMM or KVM error while running;\n"
 	    "128+N stopped by signal N.\n",
-	    VM_DEFAULT_CMDLINE, VM_MAX_CPUS, VM_MAX_DISKS);
+	    VM_DEFAULT_CMDLINE, VM_MAX_CPUS, VM_MAX_DISKS, VIRTIO_NET_MAX_QUEUE_PAIRS);
 }
 
 const char *vm_config_cmdline(const struct vm_config *cfg)
@@ -233,7 +236,7 @@ static int parse_disk(struct vm_config *cfg, char *arg)
 	return 0;
 }
 
-/* --net tap=NAME[,mac=52:54:00:12:34:56][,bw=N][,ops=N] */
+/* --net tap=NAME[,mac=52:54:00:12:34:56][,queues=N][,bw=N][,ops=N] */
 static int parse_net(struct vm_config *cfg, char *arg)
 {
 	struct net_config *n = &cfg->net;
@@ -274,6 +277,17 @@ static int parse_net(struct vm_config *cfg, char *arg)
 			}
 			for (int i = 0; i < 6; i++)
 				n->mac[i] = (uint8_t)m[i];
+		} else if (!strcmp(kv, "queues")) {
+			unsigned long long q;
+
+			if (parse_uint(val, 1, VIRTIO_NET_MAX_QUEUE_PAIRS, &q)) {
+				fprintf(
+				    stderr,
+				    "yun-vmm: --net: queues=%s: want queue pairs from 1 to %d\n",
+				    val, VIRTIO_NET_MAX_QUEUE_PAIRS);
+				return -EINVAL;
+			}
+			n->queues = (unsigned)q;
 		} else if ((err = parse_rate_key("--net", kv, val, &n->rate)) <= 0) {
 			if (err)
 				return err;

@@ -65,6 +65,10 @@ expect 1 'want a unicast address' "a multicast --net mac is refused" -- --kernel
 expect 1 'want a unicast address' "a malformed --net mac is refused" -- --kernel "$kernel" --net tap=t0,mac=52:54:00:00:00
 expect 1 '1 to 15 characters' "an over-long tap name is refused" -- --kernel "$kernel" --net tap=abcdefghijklmnop
 expect 0 'Usage: yun-vmm' "--net bw= and ops= are accepted" -- --net tap=t0,bw=1G,ops=100000 --help
+expect 0 'Usage: yun-vmm' "--net queues=8 is accepted" -- --net tap=t0,queues=8 --help
+expect 1 'queues=0: want queue pairs from 1 to 8' "--net queues=0 is refused" -- --kernel "$kernel" --net tap=t0,queues=0
+expect 1 'queues=9: want queue pairs from 1 to 8' "--net queues=9 is refused" -- --kernel "$kernel" --net tap=t0,queues=9
+expect 1 'queues=x: want queue pairs from 1 to 8' "--net queues=x is refused" -- --kernel "$kernel" --net tap=t0,queues=x
 expect 1 'bw=12X: want bytes a second' "a net bw= with an unknown suffix is refused" -- --kernel "$kernel" --net tap=t0,bw=12X
 expect 1 'ops=99999999999999999999: want a count' "an overflowing net ops= is refused" -- --kernel "$kernel" --net tap=t0,ops=99999999999999999999
 expect 1 'console bogus' "a bad --console is refused" -- --kernel "$kernel" --console bogus

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
- * virtio-net through its queues, on a SOCK_SEQPACKET socket instead of a tap (the same packet
- * boundaries, no privileges): transmit and receive, mergeable buffers, a guest without
- * buffers, and the malformed chains a hostile guest can send.
+ * virtio-net through its queues, on SOCK_SEQPACKET sockets instead of a tap's queues (the same
+ * packet boundaries, no privileges): transmit and receive, mergeable buffers, a guest without
+ * buffers, the malformed chains a hostile guest can send, and several queue pairs with the
+ * control queue that puts them in service.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,16 +22,25 @@
 #include "vmm/layout.h"
 #include "vring_driver.h"
 
-#define RAM_SIZE (1 * MiB)
-#define QSZ	 16
-#define RXQ	 0
-#define TXQ	 1
-#define HDR	 12
-#define F_MRG	 15
+#define RAM_SIZE  (1 * MiB)
+#define QSZ	  16
+#define RXQ	  0
+#define TXQ	  1
+#define HDR	  12
+#define F_MRG	  15
+#define F_CTRL_VQ 17
+#define F_MQ	  22
+#define RXQ1	  2
+#define TXQ1	  3
+#define CTRLQ	  4 /* with two pairs and VIRTIO_NET_F_MQ */
 
 /* Each queue's rings at their own place; buffers from BUF_GPA. */
-#define TX_RINGS 0x40000u
-#define BUF_GPA	 0x80000u
+#define TX_RINGS   0x40000u
+#define RX1_RINGS  0x48000u
+#define TX1_RINGS  0x50000u
+#define CTRL_RINGS 0x58000u
+#define CTRL_GPA   0x7f000u /* control commands and their acks */
+#define BUF_GPA	   0x80000u
 
 struct fixture {
 	struct guest_mem m;
@@ -38,6 +48,10 @@ struct fixture {
 	struct vring_driver rx, tx;
 	int peer;    /* the host's end of the backend */
 	int backend; /* the device's end */
+	/* With two queue pairs: pair 1's queues and backend, and the control queue. */
+	struct vring_driver rx1, tx1, ctrl;
+	int peer1, backend1;
+	uint16_t ctrl_next; /* the next descriptor for a control command */
 	struct virtio_net *net;
 	struct virtio_dev *dev;
 };
@@ -60,10 +74,10 @@ static void start(struct fixture *f, uint64_t features)
 	assert_int_equal(f->dev->ops->activate(f->dev), 0);
 }
 
-static int setup_with(void **state, const struct rate_limit_config *rate)
+static int setup_with(void **state, const struct rate_limit_config *rate, unsigned queues)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
-	struct net_config cfg = {.mac = {0x52, 0x54, 0x00, 0xaa, 0xbb, 0xcc}};
+	struct net_config cfg = {.mac = {0x52, 0x54, 0x00, 0xaa, 0xbb, 0xcc}, .queues = queues};
 	int sv[2];
 
 	if (rate)
@@ -73,8 +87,14 @@ static int setup_with(void **state, const struct rate_limit_config *rate)
 	f->m.memfd = -1;
 	assert_int_equal(gm_add_region(&f->m, 0, RAM_SIZE, f->ram), 0);
 	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK, 0, sv), 0);
-	cfg.fd = f->backend = sv[0];
+	cfg.fds[0] = f->backend = sv[0];
 	f->peer = sv[1];
+	f->peer1 = f->backend1 = -1;
+	if (queues > 1) {
+		assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK, 0, sv), 0);
+		cfg.fds[1] = f->backend1 = sv[0];
+		f->peer1 = sv[1];
+	}
 	assert_int_equal(virtio_net_create(&cfg, "net0", &f->m, NULL, &f->net), 0);
 	f->dev = virtio_net_dev(f->net);
 	*state = f;
@@ -83,7 +103,12 @@ static int setup_with(void **state, const struct rate_limit_config *rate)
 
 static int setup(void **state)
 {
-	return setup_with(state, NULL);
+	return setup_with(state, NULL, 1);
+}
+
+static int setup_mq(void **state)
+{
+	return setup_with(state, NULL, 2);
 }
 
 static int teardown(void **state)
@@ -92,6 +117,8 @@ static int teardown(void **state)
 
 	virtio_net_destroy(f->net);
 	close(f->peer);
+	if (f->peer1 >= 0)
+		close(f->peer1);
 	free(f->ram);
 	free(f);
 	return 0;
@@ -121,6 +148,9 @@ static void test_config(void **state)
 	assert_int_equal(cfg[8] | cfg[9] << 8, 1);	/* one queue pair */
 	assert_int_equal(cfg[10] | cfg[11] << 8, 1500); /* MTU */
 	assert_true(f->dev->device_features & (1ULL << F_MRG));
+	/* One pair: no control queue, nothing about multiqueue offered. */
+	assert_int_equal(f->dev->num_queues, 2);
+	assert_false(f->dev->device_features & (1ULL << F_CTRL_VQ | 1ULL << F_MQ));
 }
 
 static void test_transmit(void **state)
@@ -278,6 +308,234 @@ static void test_receive_malformed(void **state)
 	assert_int_equal(vd_used_idx(&f->rx), 0);
 }
 
+/* Two queue pairs (and the control queue) set up as Linux does; ctrl_q is where the control
+ * queue is: after both pairs with VIRTIO_NET_F_MQ, after the first without. */
+static void start_mq(struct fixture *f, uint64_t features, unsigned ctrl_q)
+{
+	struct {
+		struct vring_driver *vd;
+		uint64_t base;
+		unsigned q;
+	} qs[] = {{&f->rx, 0, RXQ},
+		  {&f->tx, TX_RINGS, TXQ},
+		  {&f->rx1, RX1_RINGS, RXQ1},
+		  {&f->tx1, TX1_RINGS, TXQ1},
+		  {&f->ctrl, CTRL_RINGS, ctrl_q}};
+
+	f->dev->driver_features = features | 1ULL << VIRTIO_F_VERSION_1;
+	f->dev->status = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+			 VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK;
+	f->ctrl_next = 0;
+	for (unsigned i = 0; i < 5; i++) {
+		if (ctrl_q == RXQ1 && (qs[i].q == RXQ1 || qs[i].q == TXQ1) && qs[i].vd != &f->ctrl)
+			continue; /* without MQ the driver sets up one pair and the control queue */
+		vd_init_at(qs[i].vd, f->ram, qs[i].base, QSZ);
+		vd_setup_queue(qs[i].vd, &f->dev->vqs[qs[i].q]);
+		assert_int_equal(
+		    virtq_activate(&f->dev->vqs[qs[i].q], &f->m, f->dev->driver_features), 0);
+	}
+	assert_int_equal(f->dev->ops->activate(f->dev), 0);
+}
+
+/*
+ * A control command as Linux sends it (§5.1.6.5): class and command, then its data, each in
+ * its own device-readable buffer, then the ack byte, device-writable. Returns the ack, or -1
+ * when the device gave no answer.
+ */
+static int ctrl_cmd(struct fixture *f, unsigned q, uint8_t class, uint8_t cmd, const void *data,
+		    uint32_t len)
+{
+	uint16_t d = f->ctrl_next, used = vd_used_idx(&f->ctrl);
+	uint64_t gpa = CTRL_GPA + 16u * d;
+	uint8_t *ack = f->ram + gpa + 8;
+
+	f->ram[gpa] = class;
+	f->ram[gpa + 1] = cmd;
+	memcpy(f->ram + gpa + 2, data, len);
+	*ack = 0xee;
+	vd_desc(&f->ctrl, d, gpa, 2, VIRTQ_DESC_F_NEXT, (uint16_t)(d + 1));
+	vd_desc(&f->ctrl, (uint16_t)(d + 1), gpa + 2, len, VIRTQ_DESC_F_NEXT, (uint16_t)(d + 2));
+	vd_desc(&f->ctrl, (uint16_t)(d + 2), gpa + 8, 1, VIRTQ_DESC_F_WRITE, 0);
+	vd_publish(&f->ctrl, d);
+	f->ctrl_next = (uint16_t)((d + 3) % (QSZ - 2));
+	f->dev->ops->queue_notify(f->dev, q);
+	if (vd_used_idx(&f->ctrl) != (uint16_t)(used + 1))
+		return -1;
+	assert_int_equal(vd_used(&f->ctrl, used).id, d);
+	assert_int_equal(vd_used(&f->ctrl, used).len, 1);
+	return *ack;
+}
+
+static int set_pairs(struct fixture *f, uint16_t pairs)
+{
+	uint8_t le[2] = {(uint8_t)pairs, (uint8_t)(pairs >> 8)};
+
+	return ctrl_cmd(f, CTRLQ, 4, 0, le, 2); /* VIRTIO_NET_CTRL_MQ, VQ_PAIRS_SET */
+}
+
+/* A transmit chain of one buffer holding header and frame, on a pair's queue. */
+static void post_tx(struct fixture *f, struct vring_driver *tx, uint16_t i, uint64_t gpa,
+		    uint8_t seed)
+{
+	memset(f->ram + gpa, 0, HDR);
+	frame(f->ram + gpa + HDR, 60, seed);
+	vd_desc(tx, i, gpa, HDR + 60, 0, 0);
+	vd_publish(tx, i);
+}
+
+static void test_mq_config(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t cfg[12];
+
+	f->dev->ops->config_read(f->dev, 0, cfg, sizeof(cfg));
+	assert_int_equal(cfg[8] | cfg[9] << 8, 2); /* max_virtqueue_pairs */
+	assert_int_equal(f->dev->num_queues, 5);   /* rx0, tx0, rx1, tx1, control */
+	assert_true(f->dev->device_features & (1ULL << F_CTRL_VQ));
+	assert_true(f->dev->device_features & (1ULL << F_MQ));
+}
+
+/* Pair 1 is out of service until VQ_PAIRS_SET 2; then its traffic goes through its own
+ * backend and queues, and pair 0's through pair 0's. */
+static void test_mq_pairs_set(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t pkt[HDR + 80], got[256];
+	struct net_stats st;
+
+	start_mq(f, 1ULL << F_MRG | 1ULL << F_CTRL_VQ | 1ULL << F_MQ, CTRLQ);
+	memset(pkt, 0, HDR);
+	frame(pkt + HDR, 80, 5);
+	post_rx(f, 0, BUF_GPA, 1526);
+	vd_desc(&f->rx1, 0, BUF_GPA + 0x1000, 1526, VIRTQ_DESC_F_WRITE, 0);
+	vd_publish(&f->rx1, 0);
+	post_tx(f, &f->tx1, 0, BUF_GPA + 0x2000, 11);
+	assert_int_equal(write(f->peer1, pkt, sizeof(pkt)), sizeof(pkt));
+	virtio_net_poll_rx(f->net);
+	f->dev->ops->queue_notify(f->dev, TXQ1);
+	f->dev->ops->queue_notify(f->dev, RXQ1);
+	assert_int_equal(vd_used_idx(&f->rx1), 0); /* not served: one pair until the driver asks */
+	assert_int_equal(vd_used_idx(&f->tx1), 0);
+	assert_int_equal(read(f->peer1, got, sizeof(got)), -1);
+
+	/* In service: what waited on pair 1 goes, each way, through pair 1 only. */
+	assert_int_equal(set_pairs(f, 2), 0);
+	assert_int_equal(vd_used_idx(&f->rx1), 1);
+	assert_int_equal(vd_used(&f->rx1, 0).len, sizeof(pkt));
+	assert_memory_equal(f->ram + BUF_GPA + 0x1000 + HDR, pkt + HDR, 80);
+	assert_int_equal(vd_used_idx(&f->rx), 0);
+	assert_int_equal(vd_used_idx(&f->tx1), 1);
+	assert_int_equal(read(f->peer1, got, sizeof(got)), HDR + 60);
+	assert_memory_equal(got + HDR, f->ram + BUF_GPA + 0x2000 + HDR, 60);
+	assert_int_equal(read(f->peer, got, sizeof(got)), -1);
+
+	/* Pair 0 still carries its own. */
+	post_tx(f, &f->tx, 0, BUF_GPA + 0x3000, 12);
+	f->dev->ops->queue_notify(f->dev, TXQ);
+	assert_int_equal(read(f->peer, got, sizeof(got)), HDR + 60);
+	assert_int_equal(read(f->peer1, got, sizeof(got)), -1);
+	assert_int_equal(write(f->peer, pkt, sizeof(pkt)), sizeof(pkt));
+	virtio_net_poll_rx(f->net);
+	assert_int_equal(vd_used_idx(&f->rx), 1);
+	assert_int_equal(vd_used_idx(&f->rx1), 1);
+
+	assert_int_equal(virtio_net_pair_stats(f->net, 1, &st), 0);
+	assert_int_equal(st.rx_packets, 1);
+	assert_int_equal(st.tx_packets, 1);
+	assert_int_equal(st.tx_bytes, 60);
+	assert_int_equal(virtio_net_pair_stats(f->net, 0, &st), 0);
+	assert_int_equal(st.rx_packets, 1);
+	assert_int_equal(st.tx_packets, 1);
+	assert_int_equal(virtio_net_pair_stats(f->net, 2, &st), -EINVAL);
+	virtio_net_stats(f->net, &st);
+	assert_int_equal(st.rx_packets, 2);
+	assert_int_equal(st.tx_packets, 2);
+	assert_false(f->dev->broken);
+}
+
+/* Counts out of range, short commands and commands not offered get VIRTIO_NET_ERR and change
+ * nothing; a command with nowhere to put its ack breaks the device. */
+static void test_mq_pairs_set_refused(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t pkt[HDR + 40] = {0};
+
+	start_mq(f, 1ULL << F_MRG | 1ULL << F_CTRL_VQ | 1ULL << F_MQ, CTRLQ);
+	assert_int_equal(set_pairs(f, 0), 1);
+	assert_int_equal(set_pairs(f, 3), 1);
+	assert_int_equal(set_pairs(f, 0x8000), 1);
+	assert_int_equal(ctrl_cmd(f, CTRLQ, 4, 0, "\x02", 1), 1);     /* half a count */
+	assert_int_equal(ctrl_cmd(f, CTRLQ, 0, 0, "\x01", 1), 1);     /* RX mode: promiscuous */
+	assert_int_equal(ctrl_cmd(f, CTRLQ, 1, 1, "\0\0\0\0", 4), 1); /* MAC table */
+	assert_int_equal(ctrl_cmd(f, CTRLQ, 4, 1, "\0\0\0\0", 4), 1); /* RSS */
+	/* Still one pair: pair 1's packet is not taken. */
+	vd_desc(&f->rx1, 0, BUF_GPA, 1526, VIRTQ_DESC_F_WRITE, 0);
+	vd_publish(&f->rx1, 0);
+	assert_int_equal(write(f->peer1, pkt, sizeof(pkt)), sizeof(pkt));
+	virtio_net_poll_rx(f->net);
+	assert_int_equal(vd_used_idx(&f->rx1), 0);
+	assert_false(f->dev->broken);
+
+	/* Only the header, with no device-writable byte for the ack. */
+	f->ram[CTRL_GPA] = 4;
+	f->ram[CTRL_GPA + 1] = 0;
+	vd_desc(&f->ctrl, 15, CTRL_GPA, 2, 0, 0);
+	vd_publish(&f->ctrl, 15);
+	f->dev->ops->queue_notify(f->dev, CTRLQ);
+	assert_true(f->dev->broken);
+}
+
+/* Back to one pair: pair 1 drops what it held and is not served again; a reset does the
+ * same. */
+static void test_mq_back_to_one(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t pkt[HDR + 200] = {0};
+	struct net_stats st;
+
+	start_mq(f, 1ULL << F_MRG | 1ULL << F_CTRL_VQ | 1ULL << F_MQ, CTRLQ);
+	assert_int_equal(set_pairs(f, 2), 0);
+	/* A packet read and held: pair 1's one buffer is too small for it. */
+	vd_desc(&f->rx1, 0, BUF_GPA, 100, VIRTQ_DESC_F_WRITE, 0);
+	vd_publish(&f->rx1, 0);
+	assert_int_equal(write(f->peer1, pkt, sizeof(pkt)), sizeof(pkt));
+	virtio_net_poll_rx(f->net);
+	assert_int_equal(recv(f->backend1, pkt, sizeof(pkt), MSG_PEEK | MSG_DONTWAIT), -1);
+	assert_int_equal(set_pairs(f, 1), 0);
+	assert_int_equal(virtio_net_pair_stats(f->net, 1, &st), 0);
+	assert_int_equal(st.rx_dropped, 1);
+	/* Enough buffers now, and a packet: pair 1 takes nothing. */
+	vd_desc(&f->rx1, 1, BUF_GPA + 0x1000, 1526, VIRTQ_DESC_F_WRITE, 0);
+	vd_publish(&f->rx1, 1);
+	assert_int_equal(write(f->peer1, pkt, sizeof(pkt)), sizeof(pkt));
+	f->dev->ops->queue_notify(f->dev, RXQ1);
+	virtio_net_poll_rx(f->net);
+	assert_int_equal(vd_used_idx(&f->rx1), 0);
+
+	/* Two pairs again: the packet goes; then a reset: one pair after it. */
+	assert_int_equal(set_pairs(f, 2), 0);
+	assert_int_equal(vd_used_idx(&f->rx1), 2); /* 100 bytes in one buffer, the rest next */
+	f->dev->ops->reset(f->dev);
+	start_mq(f, 1ULL << F_MRG | 1ULL << F_CTRL_VQ | 1ULL << F_MQ, CTRLQ);
+	assert_int_equal(write(f->peer1, pkt, sizeof(pkt)), sizeof(pkt));
+	vd_desc(&f->rx1, 0, BUF_GPA, 1526, VIRTQ_DESC_F_WRITE, 0);
+	vd_publish(&f->rx1, 0);
+	virtio_net_poll_rx(f->net);
+	assert_int_equal(vd_used_idx(&f->rx1), 0);
+}
+
+/* A driver that takes the control queue but not MQ finds it right after pair 0 (§5.1.2), and
+ * VQ_PAIRS_SET is refused there. */
+static void test_ctrl_without_mq(void **state)
+{
+	struct fixture *f = *state;
+
+	start_mq(f, 1ULL << F_CTRL_VQ, RXQ1);
+	assert_int_equal(ctrl_cmd(f, RXQ1, 4, 0, "\x02\x00", 2), 1);
+	assert_int_equal(ctrl_cmd(f, RXQ1, 4, 0, "\x01\x00", 2), 1);
+	assert_false(f->dev->broken);
+}
+
 /* The rate limiters' clock, moved by the tests: one packet a second, burst 1, each way. */
 static uint64_t fake_now;
 
@@ -291,13 +549,46 @@ static int setup_limited(void **state)
 	const struct rate_limit_config rate = {.ops = 1, .ops_burst = 1, .clock = fake_clock};
 
 	fake_now = 0;
-	return setup_with(state, &rate);
+	return setup_with(state, &rate, 1);
 }
 
 static void fire_at(struct fixture *f, bool tx, uint64_t t)
 {
 	fake_now = t;
 	rate_limiter_timer(virtio_net_rate_limiter(f->net, tx));
+}
+
+static int setup_limited_mq(void **state)
+{
+	const struct rate_limit_config rate = {.ops = 1, .ops_burst = 1, .clock = fake_clock};
+
+	fake_now = 0;
+	return setup_with(state, &rate, 2);
+}
+
+/* The limit is the NIC's: a packet sent on pair 0 takes the one token, so pair 1's waits for
+ * the timer, which serves it. */
+static void test_mq_rate_limit_shared(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t got[256];
+	struct net_stats st;
+
+	start_mq(f, 1ULL << F_CTRL_VQ | 1ULL << F_MQ, CTRLQ);
+	assert_int_equal(set_pairs(f, 2), 0);
+	post_tx(f, &f->tx, 0, BUF_GPA, 1);
+	f->dev->ops->queue_notify(f->dev, TXQ);
+	post_tx(f, &f->tx1, 0, BUF_GPA + 0x1000, 2);
+	f->dev->ops->queue_notify(f->dev, TXQ1);
+	assert_int_equal(vd_used_idx(&f->tx), 1);
+	assert_int_equal(vd_used_idx(&f->tx1), 0);
+	assert_int_equal(read(f->peer1, got, sizeof(got)), -1);
+	fire_at(f, true, 1000000000);
+	assert_int_equal(vd_used_idx(&f->tx1), 1);
+	assert_int_equal(read(f->peer1, got, sizeof(got)), HDR + 60);
+	virtio_net_stats(f->net, &st);
+	assert_int_equal(st.tx_packets, 2);
+	assert_int_equal(st.tx_throttled, 1);
 }
 
 /* Two packets queued at once: one goes, the other stays in the avail ring until the limiter's
@@ -385,8 +676,14 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_receive_too_big_without_mergeable, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_receive_malformed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_mq_config, setup_mq, teardown),
+	    cmocka_unit_test_setup_teardown(test_mq_pairs_set, setup_mq, teardown),
+	    cmocka_unit_test_setup_teardown(test_mq_pairs_set_refused, setup_mq, teardown),
+	    cmocka_unit_test_setup_teardown(test_mq_back_to_one, setup_mq, teardown),
+	    cmocka_unit_test_setup_teardown(test_ctrl_without_mq, setup_mq, teardown),
 	    cmocka_unit_test_setup_teardown(test_transmit_rate_limited, setup_limited, teardown),
 	    cmocka_unit_test_setup_teardown(test_receive_rate_limited, setup_limited, teardown),
+	    cmocka_unit_test_setup_teardown(test_mq_rate_limit_shared, setup_limited_mq, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

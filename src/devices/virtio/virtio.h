@@ -41,7 +41,7 @@
 #define VIRTIO_ID_RNG	  4
 #define VIRTIO_ID_VSOCK	  19
 
-#define VIRTIO_MAX_QUEUES 16
+#define VIRTIO_MAX_QUEUES 17 /* virtio-net: 8 queue pairs and the control queue */
 
 struct virtio_dev;
 
