@@ -28,48 +28,55 @@ void vm_config_defaults(struct vm_config *cfg)
 
 void vm_config_usage(FILE *out)
 {
-	fprintf(out,
-		"Usage: yun-vmm --kernel PATH [options]\n"
-		"\n"
-		"Runs one virtual machine on /dev/kvm until the guest powers off.\n"
-		"\n"
-		"  --kernel PATH          bzImage (64-bit boot protocol) or ELF with a PVH note\n"
-		"  --initrd PATH          initial ramdisk\n"
-		"  --cmdline STR          kernel command line (default: \"%s\";\n"
-		"                         console=hvc0 with --console-device virtio)\n"
-		"  --memory MiB           guest RAM, a multiple of 2 (default 128)\n"
-		"  --cpus N               vCPUs, 1..%d and no more than KVM allows (default 1)\n"
-		"  --disk path=FILE[,readonly=on][,serial=ID][,engine=io_uring|sync]\n"
-		"         [,bw=BYTES][,ops=N]\n"
-		"                         a virtio-blk disk on a raw image whose size is a\n"
-		"                         multiple of 512 bytes, locked while in use; repeat\n"
-		"                         for more (at most %d). engine=io_uring: many requests\n"
-		"                         in flight (the default where the kernel has it);\n"
-		"                         engine=sync: one at a time. bw=: bytes a second\n"
-		"                         (K, M, G: multiples of 1024), ops=: requests a\n"
-		"                         second; over the limit requests wait (default: none)\n"
-		"  --rng                  a virtio-rng device fed by the host's getrandom(2)\n"
-		"  --net tap=NAME[,mac=52:54:00:12:34:56][,bw=BYTES][,ops=N]\n"
-		"                         a virtio-net NIC on a tap device (created if it does\n"
-		"                         not exist: needs CAP_NET_ADMIN); bw= and ops= limit\n"
-		"                         bytes and packets a second, each way (as for --disk)\n"
-		"  --console stdio|file=PATH|none\n"
-		"                         where the guest's console goes (default stdio;\n"
-		"                         on a terminal: raw mode, Ctrl-A x quits)\n"
-		"  --console-device serial|virtio\n"
-		"                         the guest's console device: COM1 (ttyS0, the default)\n"
-		"                         or a virtio-console (hvc0; COM1 stays, its output is\n"
-		"                         discarded)\n"
-		"  --no-reboot            exit instead of resetting when the guest reboots\n"
-		"  -v, --verbose          log more\n"
-		"  -h, --help             this text\n"
-		"  --version              the version\n"
-		"\n"
-		"Exit status: 0 guest powered off; 1 bad configuration or set-up failure;\n"
-		"2 guest rebooted with --no-reboot; 3 guest crashed (triple fault, or an\n"
-		"instruction KVM could not run); 4 VMM or KVM error while running;\n"
-		"128+N stopped by signal N.\n",
-		VM_DEFAULT_CMDLINE, VM_MAX_CPUS, VM_MAX_DISKS);
+	fprintf(
+	    out,
+	    "Usage: yun-vmm --kernel PATH [options]\n"
+	    "\n"
+	    "Runs one virtual machine on /dev/kvm until the guest powers off.\n"
+	    "\n"
+	    "  --kernel PATH          bzImage (64-bit boot protocol) or ELF with a PVH note\n"
+	    "  --initrd PATH          initial ramdisk\n"
+	    "  --cmdline STR          kernel command line (default: \"%s\";\n"
+	    "                         console=hvc0 with --console-device virtio)\n"
+	    "  --memory MiB           guest RAM, a multiple of 2 (default 128)\n"
+	    "  --cpus N               vCPUs, 1..%d and no more than KVM allows (default 1)\n"
+	    "  --disk path=FILE[,readonly=on][,serial=ID][,engine=io_uring|sync]\n"
+	    "         [,bw=BYTES][,ops=N]\n"
+	    "                         a virtio-blk disk on a raw image whose size is a\n"
+	    "                         multiple of 512 bytes, locked while in use; repeat\n"
+	    "                         for more (at most %d). engine=io_uring: many requests\n"
+	    "                         in flight (the default where the kernel has it);\n"
+	    "                         engine=sync: one at a time. bw=: bytes a second\n"
+	    "                         (K, M, G: multiples of 1024), ops=: requests a\n"
+	    "                         second; over the limit requests wait (default: none)\n"
+	    "  --rng                  a virtio-rng device fed by the host's getrandom(2)\n"
+	    "  --net tap=NAME[,mac=52:54:00:12:34:56][,bw=BYTES][,ops=N]\n"
+	    "                         a virtio-net NIC on a tap device (created if it does\n"
+	    "                         not exist: needs CAP_NET_ADMIN); bw= and ops= limit\n"
+	    "                         bytes and packets a second, each way (as for --disk)\n"
+	    "  --vsock cid=N,uds=PATH\n"
+	    "                         a virtio-vsock device with guest CID N (3 to\n"
+	    "                         4294967294) served onto host Unix sockets: a host\n"
+	    "                         program connects to PATH and writes \"CONNECT <port>\\n\"\n"
+	    "                         (answered \"OK <hostport>\\n\"); the guest's connections\n"
+	    "                         to CID 2 port P go to the socket PATH_P\n"
+	    "  --console stdio|file=PATH|none\n"
+	    "                         where the guest's console goes (default stdio;\n"
+	    "                         on a terminal: raw mode, Ctrl-A x quits)\n"
+	    "  --console-device serial|virtio\n"
+	    "                         the guest's console device: COM1 (ttyS0, the default)\n"
+	    "                         or a virtio-console (hvc0; COM1 stays, its output is\n"
+	    "                         discarded)\n"
+	    "  --no-reboot            exit instead of resetting when the guest reboots\n"
+	    "  -v, --verbose          log more\n"
+	    "  -h, --help             this text\n"
+	    "  --version              the version\n"
+	    "\n"
+	    "Exit status: 0 guest powered off; 1 bad configuration or set-up failure;\n"
+	    "2 guest rebooted with --no-reboot; 3 guest crashed (triple fault, or an\n"
+	    "instruction KVM could not run); 4 VMM or KVM error while running;\n"
+	    "128+N stopped by signal N.\n",
+	    VM_DEFAULT_CMDLINE, VM_MAX_CPUS, VM_MAX_DISKS);
 }
 
 const char *vm_config_cmdline(const struct vm_config *cfg)
@@ -268,6 +275,51 @@ static int parse_net(struct vm_config *cfg, char *arg)
 	return 0;
 }
 
+/* --vsock cid=N,uds=PATH; the values are checked by vm_config_validate(). */
+static int parse_vsock(struct vm_config *cfg, char *arg)
+{
+	struct vsock_config *v = &cfg->vsock;
+	bool has_cid = false;
+	char *save = NULL;
+
+	if (cfg->has_vsock) {
+		fprintf(stderr, "yun-vmm: --vsock: one device at most\n");
+		return -EINVAL;
+	}
+	memset(v, 0, sizeof(*v));
+	for (char *kv = strtok_r(arg, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+		char *val = strchr(kv, '=');
+		unsigned long long cid;
+
+		if (!val) {
+			fprintf(stderr, "yun-vmm: --vsock: '%s' is not key=value\n", kv);
+			return -EINVAL;
+		}
+		*val++ = '\0';
+		if (!strcmp(kv, "cid")) {
+			if (parse_uint(val, 0, UINT64_MAX, &cid)) {
+				fprintf(stderr,
+					"yun-vmm: --vsock: cid=%s: want a number from %d to %llu\n",
+					val, VSOCK_MIN_GUEST_CID, VSOCK_MAX_GUEST_CID);
+				return -EINVAL;
+			}
+			v->cid = cid;
+			has_cid = true;
+		} else if (!strcmp(kv, "uds")) {
+			v->uds = val;
+		} else {
+			fprintf(stderr, "yun-vmm: --vsock: unknown key '%s'\n", kv);
+			return -EINVAL;
+		}
+	}
+	if (!has_cid || !v->uds) {
+		fprintf(stderr, "yun-vmm: --vsock: cid=N and uds=PATH are required\n");
+		return -EINVAL;
+	}
+	cfg->has_vsock = true;
+	return 0;
+}
+
 static int parse_console(struct vm_config *cfg, const char *arg)
 {
 	if (!strcmp(arg, "stdio")) {
@@ -309,6 +361,7 @@ enum {
 	OPT_NO_REBOOT,
 	OPT_RNG,
 	OPT_NET,
+	OPT_VSOCK,
 	OPT_VERSION
 };
 
@@ -326,6 +379,7 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 	    {"no-reboot", no_argument, NULL, OPT_NO_REBOOT},
 	    {"rng", no_argument, NULL, OPT_RNG},
 	    {"net", required_argument, NULL, OPT_NET},
+	    {"vsock", required_argument, NULL, OPT_VSOCK},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, OPT_VERSION},
@@ -385,6 +439,10 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 			break;
 		case OPT_NET:
 			if (parse_net(cfg, optarg))
+				return -EINVAL;
+			break;
+		case OPT_VSOCK:
+			if (parse_vsock(cfg, optarg))
 				return -EINVAL;
 			break;
 		case 'v':
@@ -475,6 +533,21 @@ int vm_config_validate(const struct vm_config *cfg)
 				return -EINVAL;
 			}
 		}
+	}
+	if (cfg->has_vsock &&
+	    (cfg->vsock.cid < VSOCK_MIN_GUEST_CID || cfg->vsock.cid > VSOCK_MAX_GUEST_CID)) {
+		fprintf(stderr, "yun-vmm: vsock cid %llu: want %d to %llu (0-2 are reserved)\n",
+			(unsigned long long)cfg->vsock.cid, VSOCK_MIN_GUEST_CID,
+			VSOCK_MAX_GUEST_CID);
+		return -EINVAL;
+	}
+	if (cfg->has_vsock && (!cfg->vsock.uds || !*cfg->vsock.uds ||
+			       strlen(cfg->vsock.uds) > VIRTIO_VSOCK_PATH_MAX)) {
+		fprintf(stderr,
+			"yun-vmm: vsock uds '%s': want a path of 1 to %d bytes (PATH_<port> must "
+			"fit a socket address)\n",
+			cfg->vsock.uds ? cfg->vsock.uds : "", VIRTIO_VSOCK_PATH_MAX);
+		return -EINVAL;
 	}
 	if (cfg->console == CONSOLE_FILE && !cfg->console_path) {
 		fprintf(stderr, "yun-vmm: --console file= needs a path\n");
