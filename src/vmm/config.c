@@ -28,55 +28,54 @@ void vm_config_defaults(struct vm_config *cfg)
 
 void vm_config_usage(FILE *out)
 {
-	fprintf(
-	    out,
-	    "Usage: yun-vmm --kernel PATH [options]\n"
-	    "\n"
-	    "Runs one virtual machine on /dev/kvm until the guest powers off.\n"
-	    "\n"
-	    "  --kernel PATH          bzImage (64-bit boot protocol) or ELF with a PVH note\n"
-	    "  --initrd PATH          initial ramdisk\n"
-	    "  --cmdline STR          kernel command line (default: \"%s\";\n"
-	    "                         console=hvc0 with --console-device virtio)\n"
-	    "  --memory MiB           guest RAM, a multiple of 2 (default 128)\n"
-	    "  --cpus N               vCPUs, 1..%d and no more than KVM allows (default 1)\n"
-	    "  --disk path=FILE[,readonly=on][,serial=ID][,engine=io_uring|sync]\n"
-	    "         [,bw=BYTES][,ops=N]\n"
-	    "                         a virtio-blk disk on a raw image whose size is a\n"
-	    "                         multiple of 512 bytes, locked while in use; repeat\n"
-	    "                         for more (at most %d). engine=io_uring: many requests\n"
-	    "                         in flight (the default where the kernel has it);\n"
-	    "                         engine=sync: one at a time. bw=: bytes a second\n"
-	    "                         (K, M, G: multiples of 1024), ops=: requests a\n"
-	    "                         second; over the limit requests wait (default: none)\n"
-	    "  --rng                  a virtio-rng device fed by the host's getrandom(2)\n"
-	    "  --net tap=NAME[,mac=52:54:00:12:34:56][,bw=BYTES][,ops=N]\n"
-	    "                         a virtio-net NIC on a tap device (created if it does\n"
-	    "                         not exist: needs CAP_NET_ADMIN); bw= and ops= limit\n"
-	    "                         bytes and packets a second, each way (as for --disk)\n"
-	    "  --vsock cid=N,uds=PATH\n"
-	    "                         a virtio-vsock device with guest CID N (3 to\n"
-	    "                         4294967294) served onto host Unix sockets: a host\n"
-	    "                         program connects to PATH and writes \"CONNECT <port>\\n\"\n"
-	    "                         (answered \"OK <hostport>\\n\"); the guest's connections\n"
-	    "                         to CID 2 port P go to the socket PATH_P\n"
-	    "  --console stdio|file=PATH|none\n"
-	    "                         where the guest's console goes (default stdio;\n"
-	    "                         on a terminal: raw mode, Ctrl-A x quits)\n"
-	    "  --console-device serial|virtio\n"
-	    "                         the guest's console device: COM1 (ttyS0, the default)\n"
-	    "                         or a virtio-console (hvc0; COM1 stays, its output is\n"
-	    "                         discarded)\n"
-	    "  --no-reboot            exit instead of resetting when the guest reboots\n"
-	    "  -v, --verbose          log more\n"
-	    "  -h, --help             this text\n"
-	    "  --version              the version\n"
-	    "\n"
-	    "Exit status: 0 guest powered off; 1 bad configuration or set-up failure;\n"
-	    "2 guest rebooted with --no-reboot; 3 guest crashed (triple fault, or an\n"
-	    "instruction KVM could not run); 4 VMM or KVM error while running;\n"
-	    "128+N stopped by signal N.\n",
-	    VM_DEFAULT_CMDLINE, VM_MAX_CPUS, VM_MAX_DISKS);
+	fprintf(out,
+		"Usage: yun-vmm --kernel PATH [options]\n"
+		"\n"
+		"Runs one virtual machine on /dev/kvm until the guest powers off.\n"
+		"\n"
+		"  --kernel PATH          bzImage (64-bit boot protocol) or ELF with a PVH note\n"
+		"  --initrd PATH          initial ramdisk\n"
+		"  --cmdline STR          kernel command line (default: \"%s\";\n"
+		"                         console=hvc0 with --console-device virtio)\n"
+		"  --memory MiB           guest RAM, a multiple of 2 (default 128)\n"
+		"  --cpus N               vCPUs, 1..%d and no more than KVM allows (default 1)\n"
+		"  --disk path=FILE[,readonly=on][,serial=ID][,engine=io_uring|sync]\n"
+		"         [,bw=BYTES][,ops=N]\n"
+		"                         a virtio-blk disk on a raw image whose size is a\n"
+		"                         multiple of 512 bytes, locked while in use; repeat\n"
+		"                         for more (at most %d). engine=io_uring: many requests\n"
+		"                         in flight (the default where the kernel has it);\n"
+		"                         engine=sync: one at a time. bw=: bytes a second\n"
+		"                         (K, M, G: multiples of 1024), ops=: requests a\n"
+		"                         second; over the limit requests wait (default: none)\n"
+		"  --rng                  a virtio-rng device fed by the host's getrandom(2)\n"
+		"  --net tap=NAME[,mac=52:54:00:12:34:56][,bw=BYTES][,ops=N]\n"
+		"                         a virtio-net NIC on a tap device (created if it does\n"
+		"                         not exist: needs CAP_NET_ADMIN); bw= and ops= limit\n"
+		"                         bytes and packets a second, each way (as for --disk)\n"
+		"  --vsock cid=N,uds=PATH\n"
+		"                         a virtio-vsock device, guest CID N (3 to 4294967294),\n"
+		"                         served onto host Unix sockets: a host program\n"
+		"                         connects to PATH and sends \"CONNECT <port>\\n\"\n"
+		"                         (answer: \"OK <hostport>\\n\"); the guest's connections\n"
+		"                         to CID 2 port P reach the socket PATH_P\n"
+		"  --console stdio|file=PATH|none\n"
+		"                         where the guest's console goes (default stdio;\n"
+		"                         on a terminal: raw mode, Ctrl-A x quits)\n"
+		"  --console-device serial|virtio\n"
+		"                         the guest's console device: COM1 (ttyS0, the default)\n"
+		"                         or a virtio-console (hvc0; COM1 stays, its output is\n"
+		"                         discarded)\n"
+		"  --no-reboot            exit instead of resetting when the guest reboots\n"
+		"  -v, --verbose          log more\n"
+		"  -h, --help             this text\n"
+		"  --version              the version\n"
+		"\n"
+		"Exit status: 0 guest powered off; 1 bad configuration or set-up failure;\n"
+		"2 guest rebooted with --no-reboot; 3 guest crashed (triple fault, or an\n"
+		"instruction KVM could not run); 4 VMM or KVM error while running;\n"
+		"128+N stopped by signal N.\n",
+		VM_DEFAULT_CMDLINE, VM_MAX_CPUS, VM_MAX_DISKS);
 }
 
 const char *vm_config_cmdline(const struct vm_config *cfg)
@@ -548,6 +547,16 @@ int vm_config_validate(const struct vm_config *cfg)
 			"fit a socket address)\n",
 			cfg->vsock.uds ? cfg->vsock.uds : "", VIRTIO_VSOCK_PATH_MAX);
 		return -EINVAL;
+	}
+	if (cfg->has_vsock) {
+		struct stat st;
+
+		/* A socket there is a stale one, replaced; anything else is not ours to remove. */
+		if (lstat(cfg->vsock.uds, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+			fprintf(stderr, "yun-vmm: vsock uds %s exists and is not a socket\n",
+				cfg->vsock.uds);
+			return -EINVAL;
+		}
 	}
 	if (cfg->console == CONSOLE_FILE && !cfg->console_path) {
 		fprintf(stderr, "yun-vmm: --console file= needs a path\n");
