@@ -84,6 +84,12 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJ)
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
 
+# A static program that Linux guests run: tests/linux/vsock.sh puts it into the initramfs.
+all: $(BUILD)/tests/linux/vsock-peer
+$(BUILD)/tests/linux/vsock-peer: tests/linux/vsock-peer.c
+	@mkdir -p $(dir $@)
+	$(CC) -static -O2 -std=c11 -D_GNU_SOURCE $(WARN) -o $@ $<
+
 # The freestanding guests have their own rules.
 -include guest/test/guest.mk
 

@@ -12,7 +12,8 @@ CACHE=${YUN_CACHE:-/var/cache/yun}
 moddir=$1
 # In load order: each after the modules it needs.
 MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover
-	 net_failover virtio_blk virtio_net virtio-rng virtio_console"
+	 net_failover virtio_blk virtio_net virtio-rng virtio_console
+	 vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport"
 
 bb=$("$here/fetch.sh" busybox-static)/bin/busybox
 key=$( (sha256sum "$bb" "$0"; readlink -f "$moddir"; echo "$MODULES") | sha256sum | cut -c1-16)

@@ -72,13 +72,16 @@ void vm_config_usage(FILE *out)
 	    "                         (K, M, G: multiples of 1024), ops=: requests a\n"
 	    "                         second; over the limit requests wait (default: none)\n"
 	    "  --rng                  a virtio-rng device fed by the host's getrandom(2)\n"
-	    "  --net tap=NAME[,mac=52:54:00:12:34:56][,queues=N][,bw=BYTES][,ops=N]\n"
+	    "  --net tap=NAME[,mac=52:54:00:12:34:56][,bw=BYTES][,ops=N]\n"
 	    "                         a virtio-net NIC on a tap device (created if it does\n"
-	    "                         not exist: needs CAP_NET_ADMIN); queues=: queue pairs,\n"
-	    "                         1..%d (default 1), above 1 on a multi-queue tap, the\n"
-	    "                         guest choosing how many it uses; bw= and ops= limit\n"
-	    "                         bytes and packets a second, each way, for the whole\n"
-	    "                         NIC (as for --disk)\n"
+	    "                         not exist: needs CAP_NET_ADMIN); bw= and ops= limit\n"
+	    "                         bytes and packets a second, each way (as for --disk)\n"
+	    "  --vsock cid=N,uds=PATH\n"
+	    "                         a virtio-vsock device, guest CID N (3 to 4294967294),\n"
+	    "                         served onto host Unix sockets: a host program\n"
+	    "                         connects to PATH and sends \"CONNECT <port>\\n\"\n"
+	    "                         (answer: \"OK <hostport>\\n\"); the guest's connections\n"
+	    "                         to CID 2 port P reach the socket PATH_P\n"
 	    "  --console stdio|file=PATH|none\n"
 	    "                         where the guest's console goes (default stdio;\n"
 	    "                         on a terminal: raw mode, Ctrl-A x quits)\n"
@@ -101,7 +104,7 @@ void vm_config_usage(FILE *out)
 	    "2 guest rebooted with --no-reboot; 3 guest crashed (triple fault, or an\n"
 	    "instruction KVM could not run); 4 VMM or KVM error while running;\n"
 	    "128+N stopped by signal N.\n",
-	    VM_DEFAULT_CMDLINE, VM_MAX_CPUS, VM_MAX_DISKS, VIRTIO_NET_MAX_QUEUE_PAIRS);
+	    VM_DEFAULT_CMDLINE, VM_MAX_CPUS, VM_MAX_DISKS);
 }
 
 const char *vm_config_cmdline(const struct vm_config *cfg)
@@ -304,6 +307,50 @@ static int parse_net(struct vm_config *cfg, char *arg)
 	return 0;
 }
 
+/* --vsock cid=N,uds=PATH; the values are checked by vm_config_validate(). */
+static int parse_vsock(struct vm_config *cfg, char *arg)
+{
+	struct vsock_config *v = &cfg->vsock;
+	bool has_cid = false;
+	char *save = NULL;
+
+	if (cfg->has_vsock) {
+		config_error("--vsock: one device at most");
+		return -EINVAL;
+	}
+	memset(v, 0, sizeof(*v));
+	for (char *kv = strtok_r(arg, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+		char *val = strchr(kv, '=');
+		unsigned long long cid;
+
+		if (!val) {
+			config_error("--vsock: '%s' is not key=value", kv);
+			return -EINVAL;
+		}
+		*val++ = '\0';
+		if (!strcmp(kv, "cid")) {
+			if (parse_uint(val, 0, UINT64_MAX, &cid)) {
+				config_error("--vsock: cid=%s: want a number from %d to %llu", val,
+					     VSOCK_MIN_GUEST_CID, VSOCK_MAX_GUEST_CID);
+				return -EINVAL;
+			}
+			v->cid = cid;
+			has_cid = true;
+		} else if (!strcmp(kv, "uds")) {
+			v->uds = val;
+		} else {
+			config_error("--vsock: unknown key '%s'", kv);
+			return -EINVAL;
+		}
+	}
+	if (!has_cid || !v->uds) {
+		config_error("--vsock: cid=N and uds=PATH are required");
+		return -EINVAL;
+	}
+	cfg->has_vsock = true;
+	return 0;
+}
+
 static int parse_console(struct vm_config *cfg, const char *arg)
 {
 	if (!strcmp(arg, "stdio")) {
@@ -347,6 +394,7 @@ enum {
 	OPT_NET,
 	OPT_API_SOCKET,
 	OPT_CONFIG,
+	OPT_VSOCK,
 	OPT_VERSION
 };
 
@@ -387,6 +435,7 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 	    {"net", required_argument, NULL, OPT_NET},
 	    {"api-socket", required_argument, NULL, OPT_API_SOCKET},
 	    {"config", required_argument, NULL, OPT_CONFIG},
+	    {"vsock", required_argument, NULL, OPT_VSOCK},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, OPT_VERSION},
@@ -447,6 +496,10 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 			break;
 		case OPT_NET:
 			if (parse_net(cfg, optarg))
+				return -EINVAL;
+			break;
+		case OPT_VSOCK:
+			if (parse_vsock(cfg, optarg))
 				return -EINVAL;
 			break;
 		case 'v':
@@ -579,6 +632,29 @@ int vm_config_validate(const struct vm_config *cfg)
 				config_error("disk %s is given twice", d->path);
 				return -EINVAL;
 			}
+		}
+	}
+	if (cfg->has_vsock &&
+	    (cfg->vsock.cid < VSOCK_MIN_GUEST_CID || cfg->vsock.cid > VSOCK_MAX_GUEST_CID)) {
+		config_error("vsock cid %llu: want %d to %llu (0-2 are reserved)",
+			     (unsigned long long)cfg->vsock.cid, VSOCK_MIN_GUEST_CID,
+			     VSOCK_MAX_GUEST_CID);
+		return -EINVAL;
+	}
+	if (cfg->has_vsock && (!cfg->vsock.uds || !*cfg->vsock.uds ||
+			       strlen(cfg->vsock.uds) > VIRTIO_VSOCK_PATH_MAX)) {
+		config_error("vsock uds '%s': want a path of 1 to %d bytes (PATH_<port> must "
+			     "fit a socket address)",
+			     cfg->vsock.uds ? cfg->vsock.uds : "", VIRTIO_VSOCK_PATH_MAX);
+		return -EINVAL;
+	}
+	if (cfg->has_vsock) {
+		struct stat st;
+
+		/* A socket there is a stale one, replaced; anything else is not ours to remove. */
+		if (lstat(cfg->vsock.uds, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+			config_error("vsock uds %s exists and is not a socket", cfg->vsock.uds);
+			return -EINVAL;
 		}
 	}
 	if (cfg->console == CONSOLE_FILE && !cfg->console_path) {

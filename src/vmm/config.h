@@ -13,6 +13,7 @@
 
 #include "devices/virtio/blk.h"
 #include "devices/virtio/net.h"
+#include "devices/virtio/vsock.h"
 
 #define VM_MAX_DISKS   8
 #define VM_MAX_CPUS    255
@@ -34,6 +35,8 @@ struct vm_config {
 	bool rng; /* a virtio-rng device */
 	bool has_net;
 	struct net_config net; /* one virtio-net NIC on a tap */
+	bool has_vsock;
+	struct vsock_config vsock; /* a virtio-vsock onto host Unix sockets */
 	enum console_mode console;
 	const char *console_path;
 	enum console_device console_device;

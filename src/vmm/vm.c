@@ -24,6 +24,7 @@
 #include "devices/virtio/net.h"
 #include "devices/virtio/pci.h"
 #include "devices/virtio/rng.h"
+#include "devices/virtio/vsock.h"
 #include "vmm/boot/acpi.h"
 #include "vmm/boot/boot.h"
 #include "vmm/console.h"
@@ -387,6 +388,16 @@ static int create_devices(struct vm *vm, struct console *console)
 			return err;
 		}
 	}
+	if (cfg->has_vsock) {
+		err = virtio_vsock_create(&cfg->vsock, "vsock0", &vm->mem, &vm->loop, &vm->vsock);
+		if (!err)
+			err = virtio_pci_create(vm->pci, virtio_vsock_dev(vm->vsock), &vm->irq,
+						&vm->loop, &vm->vsock_pci);
+		if (err) {
+			log_error("vsock0: %s", strerror(-err));
+			return err;
+		}
+	}
 	pci_bus_assign_bars(vm->pci);
 	return 0;
 }
@@ -684,6 +695,9 @@ void vm_destroy(struct vm *vm)
 	if (vm->vconsole_pci)
 		virtio_pci_destroy(vm->vconsole_pci);
 	virtio_console_destroy(vm->vconsole);
+	if (vm->vsock_pci)
+		virtio_pci_destroy(vm->vsock_pci);
+	virtio_vsock_destroy(vm->vsock);
 	if (vm->pci)
 		pci_bus_destroy(vm->pci);
 	if (vm->pm)

@@ -29,6 +29,7 @@ struct virtio_pci;
 struct virtio_net;
 struct virtio_rng;
 struct virtio_console;
+struct virtio_vsock;
 struct console;
 
 /* Why the VM stopped; the process's exit status follows from it (see main.c). */
@@ -80,6 +81,8 @@ struct vm {
 	struct virtio_pci *rng_pci;
 	struct virtio_console *vconsole; /* with --console-device virtio */
 	struct virtio_pci *vconsole_pci;
+	struct virtio_vsock *vsock;
+	struct virtio_pci *vsock_pci;
 
 	/* Set once, by the first vm_request_stop(). */
 	pthread_mutex_t exit_lock;

@@ -71,6 +71,19 @@ expect 1 'queues=9: want queue pairs from 1 to 8' "--net queues=9 is refused" --
 expect 1 'queues=x: want queue pairs from 1 to 8' "--net queues=x is refused" -- --kernel "$kernel" --net tap=t0,queues=x
 expect 1 'bw=12X: want bytes a second' "a net bw= with an unknown suffix is refused" -- --kernel "$kernel" --net tap=t0,bw=12X
 expect 1 'ops=99999999999999999999: want a count' "an overflowing net ops= is refused" -- --kernel "$kernel" --net tap=t0,ops=99999999999999999999
+expect 0 'vsock cid=N,uds=PATH' "--help lists --vsock" -- --help
+expect 0 'Usage: yun-vmm' "--vsock cid= and uds= are accepted" -- --vsock "cid=3,uds=$tmp/v.sock" --help
+expect 1 'cid=N and uds=PATH are required' "--vsock without a uds is refused" -- --kernel "$kernel" --vsock cid=3
+expect 1 'cid=N and uds=PATH are required' "--vsock without a cid is refused" -- --kernel "$kernel" --vsock "uds=$tmp/v.sock"
+expect 1 'vsock cid 2: want 3 to 4294967294' "the host's CID 2 is refused for the guest" -- --kernel "$kernel" --vsock "cid=2,uds=$tmp/v.sock"
+expect 1 'vsock cid 4294967295: want 3' "VMADDR_CID_ANY is refused for the guest" -- --kernel "$kernel" --vsock "cid=4294967295,uds=$tmp/v.sock"
+expect 1 'cid=abc: want a number' "a vsock cid that is not a number is refused" -- --kernel "$kernel" --vsock "cid=abc,uds=$tmp/v.sock"
+expect 1 'cid=-3: want a number' "a negative vsock cid is refused" -- --kernel "$kernel" --vsock "cid=-3,uds=$tmp/v.sock"
+expect 1 'want a path of 1 to 96 bytes' "a vsock uds too long for PATH_<port> is refused" -- --kernel "$kernel" --vsock "cid=3,uds=/$(printf 'a%.0s' $(seq 96))"
+expect 1 'want a path of 1 to 96 bytes' "an empty vsock uds is refused" -- --kernel "$kernel" --vsock "cid=3,uds="
+expect 1 'exists and is not a socket' "a vsock uds that is a regular file is refused" -- --kernel "$kernel" --vsock "cid=3,uds=$tmp/good.img"
+expect 1 "unknown key 'port'" "an unknown --vsock key is refused" -- --kernel "$kernel" --vsock "cid=3,uds=$tmp/v.sock,port=5"
+expect 1 'one device at most' "a second --vsock is refused" -- --kernel "$kernel" --vsock "cid=3,uds=$tmp/a" --vsock "cid=4,uds=$tmp/b"
 expect 1 'console bogus' "a bad --console is refused" -- --kernel "$kernel" --console bogus
 expect 0 'console-device serial\|virtio' "--help lists --console-device" -- --help
 # --help after the option: a value the parser refused would have stopped it first.
