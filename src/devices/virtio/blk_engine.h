@@ -23,7 +23,7 @@ struct blk_io {
 	uint64_t off, len;
 	struct iovec *iov; /* the engine may advance these in place */
 	unsigned nr;
-	int64_t res; /* set by the engine: bytes moved (possibly short), or -errno */
+	int64_t res;	     /* set by the engine: bytes moved (possibly short), or -errno */
 	struct blk_io *next; /* the engine's, while it holds the request */
 };
 
