@@ -799,8 +799,12 @@ static int engine_setup(struct virtio_blk *b, const struct blk_config *cfg, stru
 {
 	const struct blk_io_engine_ops *ops =
 	    cfg->engine == BLK_ENGINE_THREADS ? &blk_threads_ops : &blk_io_uring_ops;
-	const char *direct = b->direct ? ", O_DIRECT" : "";
+	char direct[64] = "";
 	int err, uring_err;
+
+	if (b->direct)
+		snprintf(direct, sizeof(direct), ", O_DIRECT by %u (buffers by %u)", b->dio_align,
+			 b->dio_mem_align);
 
 	if (cfg->engine == BLK_ENGINE_SYNC) {
 		log_info("%s: %s: engine sync%s", b->id, cfg->path, direct);
