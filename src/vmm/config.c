@@ -62,20 +62,26 @@ void vm_config_usage(FILE *out)
 	    "                         console=hvc0 with --console-device virtio)\n"
 	    "  --memory MiB           guest RAM, a multiple of 2 (default 128)\n"
 	    "  --cpus N               vCPUs, 1..%d and no more than KVM allows (default 1)\n"
-	    "  --disk path=FILE[,readonly=on][,serial=ID][,engine=io_uring|sync]\n"
-	    "         [,bw=BYTES][,ops=N]\n"
+	    "  --disk path=FILE[,readonly=on][,serial=ID][,engine=io_uring|threads|sync]\n"
+	    "         [,direct=on][,bw=BYTES][,ops=N]\n"
 	    "                         a virtio-blk disk on a raw image whose size is a\n"
 	    "                         multiple of 512 bytes, locked while in use; repeat\n"
 	    "                         for more (at most %d). engine=io_uring: many requests\n"
 	    "                         in flight (the default where the kernel has it);\n"
-	    "                         engine=sync: one at a time. bw=: bytes a second\n"
+	    "                         engine=threads: many, on a pool of 4 threads (the\n"
+	    "                         default without io_uring); engine=sync: one at a\n"
+	    "                         time. direct=on: O_DIRECT, bypassing the host's page\n"
+	    "                         cache (not on tmpfs). bw=: bytes a second\n"
 	    "                         (K, M, G: multiples of 1024), ops=: requests a\n"
 	    "                         second; over the limit requests wait (default: none)\n"
 	    "  --rng                  a virtio-rng device fed by the host's getrandom(2)\n"
-	    "  --net tap=NAME[,mac=52:54:00:12:34:56][,bw=BYTES][,ops=N]\n"
+	    "  --net tap=NAME[,mac=52:54:00:12:34:56][,queues=N][,bw=BYTES][,ops=N]\n"
 	    "                         a virtio-net NIC on a tap device (created if it does\n"
-	    "                         not exist: needs CAP_NET_ADMIN); bw= and ops= limit\n"
-	    "                         bytes and packets a second, each way (as for --disk)\n"
+	    "                         not exist: needs CAP_NET_ADMIN); queues=: queue pairs,\n"
+	    "                         1..%d (default 1), above 1 on a multi-queue tap, the\n"
+	    "                         guest choosing how many it uses; bw= and ops= limit\n"
+	    "                         bytes and packets a second, each way, for the whole\n"
+	    "                         NIC (as for --disk)\n"
 	    "  --vsock cid=N,uds=PATH\n"
 	    "                         a virtio-vsock device, guest CID N (3 to 4294967294),\n"
 	    "                         served onto host Unix sockets: a host program\n"
@@ -104,7 +110,7 @@ void vm_config_usage(FILE *out)
 	    "2 guest rebooted with --no-reboot; 3 guest crashed (triple fault, or an\n"
 	    "instruction KVM could not run); 4 VMM or KVM error while running;\n"
 	    "128+N stopped by signal N.\n",
-	    VM_DEFAULT_CMDLINE, VM_MAX_CPUS, VM_MAX_DISKS);
+	    VM_DEFAULT_CMDLINE, VM_MAX_CPUS, VM_MAX_DISKS, VIRTIO_NET_MAX_QUEUE_PAIRS);
 }
 
 const char *vm_config_cmdline(const struct vm_config *cfg)
@@ -174,7 +180,8 @@ static int parse_rate_key(const char *opt, const char *key, const char *val,
 	return 0;
 }
 
-/* --disk path=FILE[,readonly=on|off][,serial=ID][,engine=io_uring|sync][,bw=N][,ops=N] */
+/* --disk path=FILE[,readonly=on|off][,serial=ID][,engine=io_uring|threads|sync][,direct=on|off]
+ *        [,bw=N][,ops=N] */
 static int parse_disk(struct vm_config *cfg, char *arg)
 {
 	struct blk_config *d;
@@ -215,12 +222,23 @@ static int parse_disk(struct vm_config *cfg, char *arg)
 		} else if (!strcmp(kv, "engine")) {
 			if (!strcmp(val, "io_uring"))
 				d->engine = BLK_ENGINE_IO_URING;
+			else if (!strcmp(val, "threads"))
+				d->engine = BLK_ENGINE_THREADS;
 			else if (!strcmp(val, "sync"))
 				d->engine = BLK_ENGINE_SYNC;
 			else {
-				config_error("--disk: engine=%s: use io_uring or sync", val);
+				fprintf(
+				    stderr,
+				    "yun-vmm: --disk: engine=%s: use io_uring, threads or sync\n",
+				    val);
 				return -EINVAL;
 			}
+		} else if (!strcmp(kv, "direct")) {
+			if (strcmp(val, "on") && strcmp(val, "off")) {
+				config_error("--disk: direct=%s: use on or off", val);
+				return -EINVAL;
+			}
+			d->direct = !strcmp(val, "on");
 		} else if ((err = parse_rate_key("--disk", kv, val, &d->rate)) <= 0) {
 			if (err)
 				return err;
@@ -590,6 +608,21 @@ int vm_config_validate_msg(const struct vm_config *cfg, char *err, size_t errlen
 	return ret;
 }
 
+/* direct=on: a file system that refuses O_DIRECT (tmpfs before Linux 6.6) says so at open. */
+static int check_direct(const char *path, bool readonly)
+{
+	int fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_DIRECT | O_CLOEXEC);
+
+	if (fd < 0) {
+		config_error("disk %s: direct=on: %s", path,
+			     errno == EINVAL ? "its file system refuses O_DIRECT"
+					     : strerror(errno));
+		return -EINVAL;
+	}
+	close(fd);
+	return 0;
+}
+
 int vm_config_validate(const struct vm_config *cfg)
 {
 	if (!cfg->kernel) {
@@ -624,6 +657,8 @@ int vm_config_validate(const struct vm_config *cfg)
 				     (long long)st.st_size);
 			return -EINVAL;
 		}
+		if (d->direct && check_direct(d->path, d->readonly))
+			return -EINVAL;
 		for (unsigned j = 0; j < i; j++) {
 			struct stat other;
 

@@ -52,7 +52,24 @@ expect 1 'disk .*/nonexistent.img: No such file' "a missing disk is named" -- --
 expect 1 'size 1000 is not a multiple of 512' "a disk whose size is not a multiple of 512 is refused" -- --kernel "$kernel" --disk "path=$tmp/odd.img"
 expect 1 "'foo' is not key=value" "a malformed --disk is refused" -- --kernel "$kernel" --disk foo
 expect 1 'readonly=maybe' "a bad readonly= value is refused" -- --kernel "$kernel" --disk "path=$tmp/good.img,readonly=maybe"
-expect 1 'engine=fast: use io_uring or sync' "a bad disk engine= is refused" -- --kernel "$kernel" --disk "path=$tmp/good.img,engine=fast"
+expect 1 'engine=bogus: use io_uring, threads or sync' "a bad disk engine= is refused" -- --kernel "$kernel" --disk "path=$tmp/good.img,engine=bogus"
+expect 0 'Usage: yun-vmm' "--disk engine=threads and direct=on are accepted" -- --disk "path=$tmp/good.img,engine=threads,direct=on" --help
+expect 1 'direct=maybe: use on or off' "a bad disk direct= is refused" -- --kernel "$kernel" --disk "path=$tmp/good.img,direct=maybe"
+# direct=on where the file system refuses O_DIRECT: a ramfs (tmpfs takes O_DIRECT from Linux
+# 6.6 on), mounted in a mount namespace of the VMM's own.
+mkdir "$tmp/ramfs"
+if unshare -m mount -t ramfs ramfs "$tmp/ramfs" 2>/dev/null; then
+	cat >"$tmp/vmm-on-ramfs" <<EOF
+#!/bin/sh
+exec unshare -m sh -c 'mount -t ramfs ramfs $tmp/ramfs && head -c 4096 /dev/zero >$tmp/ramfs/disk.img && exec "\$0" "\$@"' "$VMM" "\$@"
+EOF
+	chmod +x "$tmp/vmm-on-ramfs"
+	VMM=$tmp/vmm-on-ramfs expect 1 "disk $tmp/ramfs/disk.img: direct=on: its file system refuses O_DIRECT" \
+		"direct=on on a file system without O_DIRECT is refused, naming the disk" -- --kernel "$kernel" --disk "path=$tmp/ramfs/disk.img,direct=on"
+else
+	n=$((n + 1))
+	echo "ok $n - direct=on on a file system without O_DIRECT is refused # SKIP cannot mount a ramfs here"
+fi
 expect 0 'Usage: yun-vmm' "--disk bw= and ops= are accepted" -- --disk "path=$tmp/good.img,bw=10M,ops=1000" --help
 expect 1 'bw=abc: want bytes a second' "a disk bw= that is not a number is refused" -- --kernel "$kernel" --disk "path=$tmp/good.img,bw=abc"
 expect 1 'bw=2048G: want bytes a second' "a disk bw= over 2^40 is refused" -- --kernel "$kernel" --disk "path=$tmp/good.img,bw=2048G"

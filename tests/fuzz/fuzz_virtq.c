@@ -24,24 +24,33 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* A disk behind each engine: data[1] bit 3 picks the synchronous one. */
-static struct virtio_blk *blk[2];
+/* A disk behind each engine: data[1] bits 3-4 pick it (io_uring, sync, threads, and threads
+ * with O_DIRECT by 4 KiB where memfds take O_DIRECT, from Linux 6.6). */
+static struct virtio_blk *blk[4];
 static struct guest_mem mem;
 static uint8_t *ram;
 
-/* A writable disk of its own (the image lock allows one writer) behind each engine. */
-static struct virtio_blk *make_disk(const char *id, enum blk_engine engine)
+/* A writable disk of its own (the image lock allows one writer) behind each engine; NULL
+ * where O_DIRECT is refused. */
+static struct virtio_blk *make_disk(const char *id, enum blk_engine engine, bool direct)
 {
 	char path[64];
 	int fd = memfd_create(id, 0);
-	struct blk_config cfg = {.path = path, .serial = "fuzz", .engine = engine};
+	struct blk_config cfg = {.path = path,
+				 .serial = "fuzz",
+				 .engine = engine,
+				 .direct = direct,
+				 .direct_align = direct ? 4096 : 0};
 	struct virtio_blk *b;
 
 	if (fd < 0 || ftruncate(fd, SECTORS * 512) < 0)
 		abort();
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	if (virtio_blk_create(&cfg, id, &mem, NULL, &b))
+	if (virtio_blk_create(&cfg, id, &mem, NULL, &b)) {
+		if (direct)
+			return NULL;
 		abort();
+	}
 	return b;
 }
 
@@ -52,8 +61,12 @@ static void init(void)
 	mem.memfd = -1;
 	if (!ram || gm_add_region(&mem, 0, RAM_SIZE, ram))
 		abort();
-	blk[0] = make_disk("fuzz-uring", BLK_ENGINE_IO_URING);
-	blk[1] = make_disk("fuzz-sync", BLK_ENGINE_SYNC);
+	blk[0] = make_disk("fuzz-uring", BLK_ENGINE_IO_URING, false);
+	blk[1] = make_disk("fuzz-sync", BLK_ENGINE_SYNC, false);
+	blk[2] = make_disk("fuzz-threads", BLK_ENGINE_THREADS, false);
+	blk[3] = make_disk("fuzz-direct", BLK_ENGINE_THREADS, true);
+	if (!blk[3])
+		blk[3] = blk[2];
 }
 
 static uint16_t get16(const uint8_t *p)
@@ -71,7 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		init();
 	if (size < 8)
 		return 0;
-	struct virtio_blk *b = blk[(data[1] >> 3) & 1];
+	struct virtio_blk *b = blk[(data[1] >> 3) & 3];
 	d = virtio_blk_dev(b);
 	q = &d->vqs[0];
 

@@ -1,32 +1,66 @@
 #!/usr/bin/env bash
 # The test guest under yun-vmm (needs /dev/kvm: tests/run runs it through tests/kvmhost/run.sh):
 # with 2 vCPUs and 128 MiB as under QEMU, and once more with 4 GiB, whose last GiB lies above
-# the 32-bit PCI hole; then with the virtio-console as its console.
+# the 32-bit PCI hole; then the disk behind the thread-pool engine, and with O_DIRECT where a
+# file system here takes it; then with the virtio-console as its console.
 set -u
 shopt -s extglob
 cd "$(dirname "$0")/../.."
 . tests/guest/lib.sh
 
 dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
-for config in "2 128" "1 4096"; do
-	read -r CPUS MEM <<<"$config"
+# O_DIRECT wants a file system that takes it: /tmp (a tmpfs inside the KVM host refuses it
+# before Linux 6.6), else the build directory (the shared working directory there).
+direct_dir=$dir
+if ! dd if=/dev/zero of="$dir/probe" bs=4096 count=1 oflag=direct status=none 2>/dev/null; then
+	direct_dir=$(mktemp -d "$PWD/${BUILD:-build}/guest-yun-direct.XXXXXX")
+	dd if=/dev/zero of="$direct_dir/probe" bs=4096 count=1 oflag=direct status=none 2>/dev/null ||
+		direct_dir=
+fi
+trap 'rm -rf "$dir" ${direct_dir:+"$direct_dir"}' EXIT
+# CPUS MEM [DISK OPTIONS, and the line the VMM logs for them]
+for config in "2 128" "1 4096" "2 128 engine=threads" "2 128 direct=on"; do
+	read -r CPUS MEM opts <<<"$config"
 	GUEST_CMDLINE="cpus=$CPUS mem=$MEM disk_sectors=$DISK_SECTORS disk_serial=$DISK_SERIAL rng=1"
-	what="yun-vmm ${CPUS}cpu/${MEM}M"
-	make_disk "$dir/disk.img"
-	log=$LOGS/guest-yun-$MEM-console.log
+	what="yun-vmm ${CPUS}cpu/${MEM}M${opts:+ $opts}"
+	name=$MEM${opts:+-${opts%%=*}}
+	disk=$dir/disk.img
+	case $opts in
+	direct=on)
+		if [ -z "$direct_dir" ]; then
+			n=$((n + 1))
+			echo "ok $n - $what # SKIP no file system here takes O_DIRECT"
+			continue
+		fi
+		disk=$direct_dir/disk.img
+		;;
+	esac
+	make_disk "$disk"
+	log=$LOGS/guest-yun-$name-console.log
 	timeout "${YUN_GUEST_TIMEOUT:-300}" "${BUILD:-build}/yun-vmm" --kernel "$GUEST" \
 		--cpus "$CPUS" --memory "$MEM" --cmdline "$GUEST_CMDLINE" --console "file=$log" \
-		--disk "path=$dir/disk.img,serial=$DISK_SERIAL" --rng --no-reboot \
-		</dev/null >"$LOGS/guest-yun-$MEM.stderr" 2>&1
+		--disk "path=$disk,serial=$DISK_SERIAL${opts:+,$opts}" --rng --no-reboot \
+		</dev/null >"$LOGS/guest-yun-$name.stderr" 2>&1
 	status=$?
 	echo "# $what exited with status $status"
-	check_run "$what" "$log" "$status" "$dir/disk.img"
+	check_run "$what" "$log" "$status" "$disk"
 	if [ "$MEM" -gt 3072 ]; then
 		if grep -qE '^# memmap 0x0000000100000000-0x000000013fffffff type 1' "$log"; then
 			ok "$what: the memory map puts the last GiB above 4 GiB"
 		else
 			not_ok "$what: the memory map puts the last GiB above 4 GiB # see $log"
+		fi
+	fi
+	want=
+	case $opts in
+	engine=threads) want='engine threads' ;;
+	direct=on) want='engine [a-z_]+, O_DIRECT' ;;
+	esac
+	if [ -n "$want" ]; then
+		if grep -qE "$want" "$LOGS/guest-yun-$name.stderr"; then
+			ok "$what: the VMM says it serves the disk with $want"
+		else
+			not_ok "$what: the VMM says it serves the disk with $want # see $LOGS/guest-yun-$name.stderr"
 		fi
 	fi
 done

@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
  * virtio-blk on a real file, driven through its queue as a guest driver would: reads, writes,
- * flush, GET_ID, read-only images, and every malformed request a hostile guest can send.
+ * flush, GET_ID, read-only images, and every malformed request a hostile guest can send;
+ * under each engine, and again with O_DIRECT where the file system allows it.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -45,8 +51,11 @@ struct blk_range_le {
 	uint32_t num_sectors, flags;
 };
 
-/* Every test runs under each engine. */
+/* Every test runs under each engine, with and without O_DIRECT (direct_align: 0 asks the file
+ * system, 4096 makes most requests need a bounce buffer). */
 static enum blk_engine engine;
+static bool direct;
+static uint32_t direct_align;
 
 struct fixture {
 	struct guest_mem m;
@@ -79,8 +88,12 @@ static void open_device_with(struct fixture *f, const struct blk_config *cfg)
 
 static void open_device(struct fixture *f, bool readonly)
 {
-	struct blk_config cfg = {
-	    .path = f->path, .readonly = readonly, .serial = "unit-serial", .engine = engine};
+	struct blk_config cfg = {.path = f->path,
+				 .readonly = readonly,
+				 .serial = "unit-serial",
+				 .engine = engine,
+				 .direct = direct,
+				 .direct_align = direct_align};
 
 	open_device_with(f, &cfg);
 }
@@ -565,32 +578,153 @@ static void test_many_in_flight(void **state)
 	assert_int_equal(seen, 0x1f);
 }
 
+static void publish_read(struct fixture *f, uint16_t i, uint64_t sector);
+
 /*
- * A reset while a request may be in flight: what was answered before the reset stays answered;
- * nothing is written to the guest after it. (The synchronous engine, and io_uring when the page
- * cache answers at once, have answered before the notification returns.)
+ * A reset while requests may be in flight: what was answered before the reset stays
+ * answered; nothing is written to the guest after it, not the used ring, not a status byte,
+ * not data. (The synchronous engine, and io_uring when the page cache answers at once, have
+ * answered before the notification returns.)
  */
 static void test_reset_in_flight(void **state)
 {
 	struct fixture *f = *state;
 	uint16_t before = vd_used_idx(&f->vd), answered;
+	uint8_t *snapshot = malloc(RAM_SIZE);
 
-	put_header(f, T_IN, 3);
-	memset(f->ram + DATA_GPA, 0x77, 512);
+	for (uint16_t i = 0; i < 4; i++)
+		publish_read(f, i, 3u + i);
+	f->dev->ops->queue_notify(f->dev, 0);
+	answered = (uint16_t)(vd_used_idx(&f->vd) - before);
+	assert_true(answered <= 4);
+	if (engine == BLK_ENGINE_SYNC)
+		assert_int_equal(answered, 4);
+	f->dev->ops->reset(f->dev);
+	memcpy(snapshot, f->ram, RAM_SIZE);
+	usleep(20000);
+	virtio_blk_drain(f->blk);
+	assert_memory_equal(f->ram, snapshot, RAM_SIZE);
+	assert_int_equal(vd_used_idx(&f->vd), (uint16_t)(before + answered));
+	for (uint16_t u = 0; u < answered; u++)
+		assert_int_equal(
+		    f->ram[STATUS_GPA + vd_used(&f->vd, (uint16_t)(before + u)).id / 3], S_OK);
+	free(snapshot);
+}
+
+/* A one-segment request with its data at `data`; returns the status byte. */
+static uint8_t request_at(struct fixture *f, uint32_t type, uint64_t sector, uint64_t data,
+			  uint32_t len)
+{
+	put_header(f, type, sector);
 	f->ram[STATUS_GPA] = 0xee;
 	vd_desc(&f->vd, 0, HDR_GPA, 16, VIRTQ_DESC_F_NEXT, 1);
-	vd_desc(&f->vd, 1, DATA_GPA, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 2);
+	vd_desc(&f->vd, 1, data, len,
+		(uint16_t)(VIRTQ_DESC_F_NEXT | (type == T_IN ? VIRTQ_DESC_F_WRITE : 0)), 2);
 	vd_desc(&f->vd, 2, STATUS_GPA, 1, VIRTQ_DESC_F_WRITE, 0);
 	vd_publish(&f->vd, 0);
-	f->dev->ops->queue_notify(f->dev, 0);
-	answered = vd_used_idx(&f->vd);
-	assert_true(answered == before || answered == (uint16_t)(before + 1));
-	if (engine == BLK_ENGINE_SYNC)
-		assert_int_equal(answered, (uint16_t)(before + 1));
-	f->dev->ops->reset(f->dev);
-	virtio_blk_drain(f->blk);
-	assert_int_equal(vd_used_idx(&f->vd), answered);
-	assert_int_equal(f->ram[STATUS_GPA], answered == before ? 0xee : S_OK);
+	assert_int_equal(kick(f), 1);
+	return f->ram[STATUS_GPA];
+}
+
+/*
+ * Requests whatever their alignment: guest buffers at odd addresses and (with a 4 KiB O_DIRECT
+ * alignment) sectors inside a block. With O_DIRECT the ones it cannot take go through a bounce
+ * buffer and the rest do not; the data is right either way.
+ */
+static void test_alignment(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t want[4096], got[512];
+	struct blk_stats st;
+
+	assert_int_equal(request_at(f, T_IN, 8, DATA_GPA, 4096), S_OK);
+	for (unsigned i = 0; i < 8; i++)
+		sector_pattern(want + 512 * i, 8 + i);
+	assert_memory_equal(f->ram + DATA_GPA, want, 4096);
+	virtio_blk_stats(f->blk, &st);
+	assert_int_equal(st.bounced, 0);
+
+	assert_int_equal(request_at(f, T_IN, 17, DATA_GPA + 3, 1024), S_OK);
+	sector_pattern(want, 17);
+	sector_pattern(want + 512, 18);
+	assert_memory_equal(f->ram + DATA_GPA + 3, want, 1024);
+
+	memset(f->ram + DATA_GPA + 5, 0x3c, 512);
+	assert_int_equal(request_at(f, T_OUT, 25, DATA_GPA + 5, 512), S_OK);
+	file_sector(f, 25, got);
+	memset(want, 0x3c, 512);
+	assert_memory_equal(got, want, 512);
+	assert_true(file_has_pattern(f, 24, 1) && file_has_pattern(f, 26, 6));
+
+	virtio_blk_stats(f->blk, &st);
+	assert_int_equal(st.bounced, direct ? 2 : 0);
+	assert_int_equal(st.errors, 0);
+}
+
+/*
+ * A whole-block write and, published after it, a write of one sector of the same block. Under
+ * O_DIRECT with a 4 KiB alignment the second is read, patched and written back after the first
+ * has landed; it must not write back the block as it was before.
+ */
+static void test_partial_block_after_write(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t got[512], want[512];
+
+	for (uint16_t i = 0; i < 2; i++) {
+		uint64_t hdr = HDR_GPA + 32u * i, data = DATA_GPA + 0x2000u * i;
+		struct {
+			uint32_t type, reserved;
+			uint64_t sector;
+		} h = {T_OUT, 0, i ? 33 : 32};
+
+		memcpy(f->ram + hdr, &h, sizeof(h));
+		memset(f->ram + data, i ? 0x22 : 0x11, 4096);
+		f->ram[STATUS_GPA + i] = 0xee;
+		vd_desc(&f->vd, (uint16_t)(3 * i), hdr, 16, VIRTQ_DESC_F_NEXT,
+			(uint16_t)(3 * i + 1));
+		vd_desc(&f->vd, (uint16_t)(3 * i + 1), data, i ? 512 : 4096, VIRTQ_DESC_F_NEXT,
+			(uint16_t)(3 * i + 2));
+		vd_desc(&f->vd, (uint16_t)(3 * i + 2), STATUS_GPA + i, 1, VIRTQ_DESC_F_WRITE, 0);
+		vd_publish(&f->vd, (uint16_t)(3 * i));
+	}
+	assert_int_equal(kick(f), 2);
+	assert_int_equal(f->ram[STATUS_GPA], S_OK);
+	assert_int_equal(f->ram[STATUS_GPA + 1], S_OK);
+	/* Elsewhere the two may land in either order: sector 33 holds one of them. */
+	file_sector(f, 33, got);
+	memset(want, direct_align == 4096 || got[0] == 0x22 ? 0x22 : 0x11, 512);
+	assert_memory_equal(got, want, 512);
+	for (unsigned s = 32; s < 40; s++) {
+		file_sector(f, s, got);
+		memset(want, s == 33 ? got[0] : 0x11, 512);
+		assert_memory_equal(got, want, 512);
+	}
+}
+
+static bool direct_io_works(void);
+
+/* With O_DIRECT the image's size must be a multiple of the alignment too. */
+static void test_direct_size(void **state)
+{
+	struct fixture *f = *state;
+	char path[] = "/tmp/yun-test-blk-XXXXXX";
+	int fd = mkstemp(path);
+	struct blk_config cfg = {.path = path, .engine = engine, .direct = true};
+	struct virtio_blk *b = NULL;
+
+	if (!direct_io_works())
+		skip();
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 4096 + 512), 0);
+	cfg.direct_align = 4096;
+	assert_int_equal(virtio_blk_create(&cfg, "disk1", &f->m, NULL, &b), -EINVAL);
+	assert_null(b);
+	cfg.direct_align = 512;
+	assert_int_equal(virtio_blk_create(&cfg, "disk1", &f->m, NULL, &b), 0);
+	virtio_blk_destroy(b);
+	close(fd);
+	unlink(path);
 }
 
 static void test_size_not_multiple_of_512(void **state)
@@ -658,6 +792,8 @@ static void test_rate_limited_ops(void **state)
 	struct blk_config cfg = {.path = f->path,
 				 .serial = "unit-serial",
 				 .engine = engine,
+				 .direct = direct,
+				 .direct_align = direct_align,
 				 .rate = {.ops = 1, .ops_burst = 1, .clock = fake_clock}};
 	uint8_t want[512];
 	struct blk_stats st;
@@ -695,6 +831,8 @@ static void test_rate_limited_bytes(void **state)
 	struct blk_config cfg = {.path = f->path,
 				 .serial = "unit-serial",
 				 .engine = engine,
+				 .direct = direct,
+				 .direct_align = direct_align,
 				 .rate = {.bw = 512, .clock = fake_clock}};
 
 	virtio_blk_destroy(f->blk);
@@ -712,6 +850,90 @@ static void test_rate_limited_bytes(void **state)
 	assert_int_equal(kick(f), 0);
 	assert_int_equal(fire_at(f, 3000000000), 1);
 	assert_int_equal(f->ram[STATUS_GPA + 2], S_OK);
+}
+
+/*
+ * Where io_uring is refused (here by a seccomp filter, as a sandbox or an old kernel would),
+ * the default engine is the thread pool, and it serves requests. In a child process: the
+ * filter cannot be taken off again.
+ */
+static void test_auto_without_io_uring(void **state)
+{
+	struct fixture *f = *state;
+	pid_t pid;
+	int status;
+
+	virtio_blk_destroy(f->blk);
+	f->blk = NULL;
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct sock_filter insns[] = {
+		    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+		    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+		    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		};
+		struct sock_fprog prog = {.len = 4, .filter = insns};
+		struct blk_config cfg = {.path = f->path, .engine = BLK_ENGINE_AUTO};
+		uint8_t want[512];
+
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
+		    syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog))
+			_exit(2);
+		open_device_with(f, &cfg);
+		if (strcmp(virtio_blk_engine_name(f->blk), "threads"))
+			_exit(3);
+		if (request(f, T_IN, 7, 512, true) != S_OK)
+			_exit(4);
+		sector_pattern(want, 7);
+		_exit(memcmp(f->ram + DATA_GPA, want, 512) ? 5 : 0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* Each engine asked for by name is the one that serves. */
+static void test_engine_names(void **state)
+{
+	struct fixture *f = *state;
+	static const struct {
+		enum blk_engine engine;
+		const char *name;
+	} want[] = {{BLK_ENGINE_IO_URING, "io_uring"},
+		    {BLK_ENGINE_THREADS, "threads"},
+		    {BLK_ENGINE_SYNC, "sync"}};
+
+	for (unsigned i = 0; i < 3; i++) {
+		struct blk_config cfg = {.path = f->path, .engine = want[i].engine};
+
+		virtio_blk_destroy(f->blk);
+		open_device_with(f, &cfg);
+		assert_string_equal(virtio_blk_engine_name(f->blk), want[i].name);
+		assert_int_equal(request(f, T_IN, 1, 512, true), S_OK);
+	}
+}
+
+static void test_direct_refused(void **state)
+{
+	(void)state;
+	skip();
+}
+
+/* Whether the file system of the test images takes O_DIRECT (tmpfs before Linux 6.6 does not). */
+static bool direct_io_works(void)
+{
+	char path[] = "/tmp/yun-test-blk-XXXXXX";
+	int fd = mkstemp(path), dfd;
+
+	assert_true(fd >= 0);
+	dfd = open(path, O_RDWR | O_DIRECT);
+	if (dfd >= 0)
+		close(dfd);
+	close(fd);
+	unlink(path);
+	return dfd >= 0;
 }
 
 int main(void)
@@ -736,15 +958,53 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_image_lock, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_many_in_flight, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reset_in_flight, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_alignment, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_partial_block_after_write, setup, teardown),
 	    cmocka_unit_test(test_size_not_multiple_of_512),
 	    cmocka_unit_test_setup_teardown(test_rate_limited_ops, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rate_limited_bytes, setup, teardown),
 	};
-	int failed;
+	const struct CMUnitTest choice_tests[] = {
+	    cmocka_unit_test_setup_teardown(test_auto_without_io_uring, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_engine_names, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_direct_size, setup, teardown),
+	};
+	const struct CMUnitTest refused[] = {cmocka_unit_test(test_direct_refused)};
+	static const struct {
+		const char *name;
+		enum blk_engine engine;
+		bool direct;
+		uint32_t align;
+	} groups[] = {
+	    {"virtio-blk, synchronous engine", BLK_ENGINE_SYNC, false, 0},
+	    {"virtio-blk, io_uring engine", BLK_ENGINE_IO_URING, false, 0},
+	    {"virtio-blk, thread-pool engine", BLK_ENGINE_THREADS, false, 0},
+	    {"virtio-blk, synchronous engine, O_DIRECT", BLK_ENGINE_SYNC, true, 0},
+	    {"virtio-blk, io_uring engine, O_DIRECT", BLK_ENGINE_IO_URING, true, 0},
+	    {"virtio-blk, thread-pool engine, O_DIRECT", BLK_ENGINE_THREADS, true, 0},
+	    {"virtio-blk, synchronous engine, O_DIRECT by 4 KiB", BLK_ENGINE_SYNC, true, 4096},
+	    {"virtio-blk, io_uring engine, O_DIRECT by 4 KiB", BLK_ENGINE_IO_URING, true, 4096},
+	    {"virtio-blk, thread-pool engine, O_DIRECT by 4 KiB", BLK_ENGINE_THREADS, true, 4096},
+	};
+	bool dio = direct_io_works();
+	int failed = 0;
 
-	engine = BLK_ENGINE_SYNC;
-	failed = cmocka_run_group_tests_name("virtio-blk, synchronous engine", tests, NULL, NULL);
-	engine = BLK_ENGINE_IO_URING;
-	failed += cmocka_run_group_tests_name("virtio-blk, io_uring engine", tests, NULL, NULL);
+	for (unsigned i = 0; i < sizeof(groups) / sizeof(groups[0]); i++) {
+		if (groups[i].direct && !dio)
+			continue;
+		engine = groups[i].engine;
+		direct = groups[i].direct;
+		direct_align = groups[i].align;
+		failed += cmocka_run_group_tests_name(groups[i].name, tests, NULL, NULL);
+	}
+	if (!dio) {
+		printf("# O_DIRECT is refused where the test images live (/tmp): its cases are "
+		       "skipped\n");
+		failed += cmocka_run_group_tests_name("virtio-blk, O_DIRECT", refused, NULL, NULL);
+	}
+	engine = BLK_ENGINE_AUTO;
+	direct = false;
+	failed += cmocka_run_group_tests_name("virtio-blk, engine choice and O_DIRECT set-up",
+					      choice_tests, NULL, NULL);
 	return failed;
 }

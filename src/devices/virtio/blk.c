@@ -3,18 +3,19 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <liburing.h>
 #include <linux/falloc.h>
+#include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include "common/event_loop.h"
 #include "common/log.h"
+#include "devices/virtio/blk_engine.h"
 
 /* virtio 1.2 §5.2.3 feature bits. */
 #define VIRTIO_BLK_F_SIZE_MAX 1
@@ -40,6 +41,11 @@
 #define QUEUE_SIZE   256
 #define ID_BYTES     20
 #define HEADER_BYTES 16
+
+/* O_DIRECT: the most a bounce buffer holds at once, and the alignment assumed where the file
+ * system does not say (it covers every logical block size in use). */
+#define BOUNCE_MAX	   (1u << 20)
+#define DIO_ALIGN_FALLBACK 4096
 
 /* Discard and write-zeroes: segments per request, sectors per segment, and the granularity
  * Linux aligns discards to (4 KiB, the host filesystem's block). */
@@ -80,14 +86,19 @@ struct blk_range {
 	uint32_t flags;
 };
 
-/* A read, write or flush in flight on the ring. */
+/* A read, write or flush in an engine. */
 struct blk_req {
+	struct blk_io io; /* first: the engine hands back &io */
 	uint16_t head;
 	uint32_t type;
 	uint8_t *status; /* the request's status byte, in guest memory */
-	uint64_t off, len;
+	uint64_t len;	 /* the guest's data bytes */
 	unsigned nr;
-	struct iovec iov[QUEUE_SIZE];
+	struct iovec iov[QUEUE_SIZE]; /* the guest's data buffers */
+	/* O_DIRECT through a bounce buffer: the guest's bytes start `skip` bytes into it. */
+	uint8_t *bounce;
+	uint64_t skip;
+	struct iovec bounce_iov;
 	struct blk_req *next_free;
 };
 
@@ -100,13 +111,17 @@ struct virtio_blk {
 	uint64_t capacity; /* in sectors */
 	struct virtio_blk_config config;
 	struct blk_stats stats;
-	/* The io_uring engine: requests in flight, completions signalled on an eventfd. */
-	bool uring;
-	struct io_uring ring;
-	int ring_efd;
+	/* The engine with requests in flight; NULL: each is served on the loop's thread. */
+	struct blk_io_engine *engine;
 	struct event_loop *loop;
 	struct blk_req *reqs, *free_reqs;
 	unsigned inflight, unsubmitted;
+	/* O_DIRECT: what offsets and lengths (dio_align) and buffers (dio_mem_align) must be
+	 * multiples of; other requests go through a bounce buffer (`bounce`: the synchronous
+	 * path's, BOUNCE_MAX bytes). */
+	bool direct;
+	uint32_t dio_align, dio_mem_align;
+	uint8_t *bounce;
 	struct rate_limiter limiter;
 	/* Scratch for one request, kept here rather than on the stack. */
 	struct virtq_chain chain;
@@ -158,12 +173,10 @@ static unsigned data_iov(struct iovec *dst, const struct iovec *src, unsigned nr
 	return n;
 }
 
-/* Whole-request file I/O: loops over short transfers; a short read at EOF is an error. */
-static int blk_rw(struct virtio_blk *b, bool write, struct iovec *iov, unsigned nr, off_t off)
+int blk_file_rw(int fd, bool write, struct iovec *iov, unsigned nr, off_t off)
 {
 	while (nr) {
-		ssize_t n =
-		    write ? pwritev(b->fd, iov, (int)nr, off) : preadv(b->fd, iov, (int)nr, off);
+		ssize_t n = write ? pwritev(fd, iov, (int)nr, off) : preadv(fd, iov, (int)nr, off);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -190,6 +203,75 @@ static bool in_range(const struct virtio_blk *b, uint64_t sector, uint64_t len)
 	       len / SECTOR_SIZE <= b->capacity - sector;
 }
 
+/* Whether O_DIRECT takes this transfer as it is (a zero-length one moves nothing). */
+static bool dio_aligned(const struct virtio_blk *b, const struct iovec *iov, unsigned nr,
+			uint64_t off, uint64_t len)
+{
+	uint64_t mask = b->dio_align - 1, mem_mask = b->dio_mem_align - 1;
+
+	if (!len)
+		return true;
+	if ((off | len) & mask)
+		return false;
+	for (unsigned i = 0; i < nr; i++)
+		if (((uintptr_t)iov[i].iov_base & mem_mask) || (iov[i].iov_len & mask))
+			return false;
+	return true;
+}
+
+static unsigned blk_reap(struct virtio_blk *b, bool all, bool answer);
+
+/*
+ * An O_DIRECT transfer whose buffers, offset or length are not aligned, on the loop's thread:
+ * the enclosing aligned range through the bounce buffer, BOUNCE_MAX bytes at a time. A write
+ * of part of a block reads the block first; the engine's requests finish before that, so
+ * that none of their writes to the same block is lost.
+ */
+static int bounce_rw(struct virtio_blk *b, bool write, const struct iovec *iov, unsigned nr,
+		     uint64_t off, uint64_t len)
+{
+	uint64_t mask = b->dio_align - 1, end = off + len, done = 0;
+
+	b->stats.bounced++;
+	if (write && ((off | len) & mask))
+		blk_reap(b, true, true);
+	while (done < len) {
+		uint64_t pos = off + done, start = pos & ~mask, stop = (end + mask) & ~mask;
+		uint64_t n;
+		struct iovec v;
+		int err = 0;
+
+		if (stop - start > BOUNCE_MAX)
+			stop = start + BOUNCE_MAX;
+		n = (stop < end ? stop : end) - pos;
+		v = (struct iovec){b->bounce, stop - start};
+		if (!write || pos > start || pos + n < stop)
+			err = blk_file_rw(b->fd, false, &v, 1, (off_t)start);
+		if (err)
+			return err;
+		if (write) {
+			iov_to_buf(iov, nr, done, b->bounce + (pos - start), n);
+			v = (struct iovec){b->bounce, stop - start};
+			err = blk_file_rw(b->fd, true, &v, 1, (off_t)start);
+			if (err)
+				return err;
+		} else {
+			iov_from_buf(iov, nr, done, b->bounce + (pos - start), n);
+		}
+		done += n;
+	}
+	return 0;
+}
+
+/* A read or write of the guest's buffers on the loop's thread; `len` is their total. */
+static int file_rw(struct virtio_blk *b, bool write, struct iovec *iov, unsigned nr, uint64_t off,
+		   uint64_t len)
+{
+	if (b->direct && !dio_aligned(b, iov, nr, off, len))
+		return bounce_rw(b, write, iov, nr, off, len);
+	return blk_file_rw(b->fd, write, iov, nr, (off_t)off);
+}
+
 static int punch(struct virtio_blk *b, int mode, uint64_t off, uint64_t len)
 {
 	int r;
@@ -203,18 +285,17 @@ static int punch(struct virtio_blk *b, int mode, uint64_t off, uint64_t len)
 /* Zeroes by writing them, for files whose filesystem cannot zero a range itself. */
 static int write_zeroes_slowly(struct virtio_blk *b, uint64_t off, uint64_t len)
 {
-	static const uint8_t zeroes[64 * 1024];
+	static const uint8_t zeroes[64 * 1024] __attribute__((aligned(4096)));
 
 	while (len) {
 		size_t n = len < sizeof(zeroes) ? (size_t)len : sizeof(zeroes);
-		ssize_t w = pwrite(b->fd, zeroes, n, (off_t)off);
+		struct iovec v = {(void *)zeroes, n};
+		int err = file_rw(b, true, &v, 1, off, n);
 
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return w < 0 ? -errno : -EIO;
-		off += (uint64_t)w;
-		len -= (uint64_t)w;
+		if (err)
+			return err;
+		off += n;
+		len -= n;
 	}
 	return 0;
 }
@@ -320,7 +401,7 @@ static int64_t blk_handle_request(struct virtio_blk *b, struct virtq_chain *c)
 		if (status != VIRTIO_BLK_S_OK)
 			break;
 		nr = data_iov(b->data, c->in, c->nr_in, 0, 1);
-		if (blk_rw(b, false, b->data, nr, (off_t)(hdr.sector * SECTOR_SIZE))) {
+		if (file_rw(b, false, b->data, nr, hdr.sector * SECTOR_SIZE, len)) {
 			status = VIRTIO_BLK_S_IOERR;
 			break;
 		}
@@ -333,7 +414,7 @@ static int64_t blk_handle_request(struct virtio_blk *b, struct virtq_chain *c)
 		if (status != VIRTIO_BLK_S_OK)
 			break;
 		nr = data_iov(b->data, c->out, c->nr_out, HEADER_BYTES, 0);
-		if (blk_rw(b, true, b->data, nr, (off_t)(hdr.sector * SECTOR_SIZE))) {
+		if (file_rw(b, true, b->data, nr, hdr.sector * SECTOR_SIZE, len)) {
 			status = VIRTIO_BLK_S_IOERR;
 			break;
 		}
@@ -377,28 +458,48 @@ static uint8_t *status_byte(const struct virtq_chain *c)
 	return NULL;
 }
 
-/* Hand the kernel what blk_submit() queued on the ring. */
-static void submit_queued(struct virtio_blk *b)
+/*
+ * An engine's request that O_DIRECT cannot take as it is: through a bounce buffer of its own
+ * over the enclosing aligned range. False where the synchronous path must serve it instead: a
+ * write of part of a block (which reads the block first), or a request over BOUNCE_MAX.
+ */
+static bool bounce_setup(struct virtio_blk *b, struct blk_req *r)
 {
-	if (b->unsubmitted) {
-		io_uring_submit(&b->ring);
-		b->unsubmitted = 0;
+	uint64_t mask = b->dio_align - 1, off = r->io.off;
+	uint64_t start = off & ~mask, stop = (off + r->len + mask) & ~mask;
+	size_t align = b->dio_mem_align < 4096 ? 4096 : b->dio_mem_align;
+
+	if (stop - start > BOUNCE_MAX ||
+	    (r->io.op == BLK_IO_WRITE && (start != off || stop != off + r->len)))
+		return false;
+	if (posix_memalign((void **)&r->bounce, align, stop - start)) {
+		r->bounce = NULL;
+		return false;
 	}
+	if (r->io.op == BLK_IO_WRITE)
+		iov_to_buf(r->iov, r->nr, 0, r->bounce, r->len);
+	r->skip = off - start;
+	r->bounce_iov = (struct iovec){r->bounce, stop - start};
+	r->io.iov = &r->bounce_iov;
+	r->io.nr = 1;
+	r->io.off = start;
+	r->io.len = stop - start;
+	b->stats.bounced++;
+	return true;
 }
 
 /*
- * Put a valid read, write or flush on the ring. Returns false for anything else (an error to
- * answer, another type, more pieces than a request slot holds, every slot in use): the
+ * Hand a valid read, write or flush to the engine. Returns false for anything else (an error
+ * to answer, another type, more pieces than a request slot holds, every slot in use): the
  * synchronous path serves those.
  */
 static bool blk_submit(struct virtio_blk *b, const struct virtq_chain *c)
 {
 	struct blk_header hdr;
 	struct blk_req *r = b->free_reqs;
-	struct io_uring_sqe *sqe;
 	uint64_t len = 0;
 
-	if (!b->uring || !r || !read_header(c, &hdr))
+	if (!b->engine || !r || !read_header(c, &hdr))
 		return false;
 	switch (hdr.type) {
 	case VIRTIO_BLK_T_IN:
@@ -414,107 +515,113 @@ static bool blk_submit(struct virtio_blk *b, const struct virtq_chain *c)
 	default:
 		return false;
 	}
-	sqe = io_uring_get_sqe(&b->ring);
-	if (!sqe) {
-		submit_queued(b);
-		sqe = io_uring_get_sqe(&b->ring);
-		if (!sqe)
-			return false;
-	}
 	r->head = c->head;
 	r->type = hdr.type;
 	r->status = status_byte(c);
-	r->off = hdr.sector * SECTOR_SIZE;
 	r->len = len;
+	r->bounce = NULL;
 	if (hdr.type == VIRTIO_BLK_T_IN) {
+		r->io.op = BLK_IO_READ;
 		r->nr = data_iov(r->iov, c->in, c->nr_in, 0, 1);
-		io_uring_prep_readv(sqe, b->fd, r->iov, r->nr, r->off);
 	} else if (hdr.type == VIRTIO_BLK_T_OUT) {
+		r->io.op = BLK_IO_WRITE;
 		r->nr = data_iov(r->iov, c->out, c->nr_out, HEADER_BYTES, 0);
-		io_uring_prep_writev(sqe, b->fd, r->iov, r->nr, r->off);
 	} else {
+		r->io.op = BLK_IO_FLUSH;
 		r->nr = 0;
-		io_uring_prep_fsync(sqe, b->fd, IORING_FSYNC_DATASYNC);
 	}
-	io_uring_sqe_set_data(sqe, r);
+	r->io.off = hdr.sector * SECTOR_SIZE;
+	r->io.len = len;
+	r->io.iov = r->iov;
+	r->io.nr = r->nr;
+	if (b->direct && r->io.op != BLK_IO_FLUSH &&
+	    !dio_aligned(b, r->iov, r->nr, r->io.off, len) && !bounce_setup(b, r))
+		return false;
+	if (b->engine->ops->submit(b->engine, &r->io)) {
+		free(r->bounce);
+		r->bounce = NULL;
+		return false;
+	}
 	b->free_reqs = r->next_free;
 	b->inflight++;
 	b->unsubmitted++;
 	return true;
 }
 
-/* A request the ring finished: its status, and its place in the used ring unless the
+/* A request the engine finished: its status, and its place in the used ring unless the
  * device was reset meanwhile (`answer` false: the guest gave those buffers up). */
-static void blk_complete(struct virtio_blk *b, struct blk_req *r, int res, bool answer)
+static void blk_complete(struct virtio_blk *b, struct blk_req *r, bool answer)
 {
+	struct blk_io *io = &r->io;
 	uint8_t status = VIRTIO_BLK_S_OK;
-	bool write = r->type == VIRTIO_BLK_T_OUT;
 
-	if (res < 0) {
+	if (io->res < 0) {
 		status = VIRTIO_BLK_S_IOERR;
-	} else if (r->type != VIRTIO_BLK_T_FLUSH && (uint64_t)res < r->len) {
+	} else if (io->op != BLK_IO_FLUSH && (uint64_t)io->res < io->len) {
 		/* A short transfer: the rest synchronously (a read past EOF is an error). The
 		 * iovecs are trimmed in place: data_iov() never writes ahead of what it reads. */
-		unsigned nr = data_iov(r->iov, r->iov, r->nr, (uint64_t)res, 0);
+		unsigned nr = data_iov(io->iov, io->iov, io->nr, (uint64_t)io->res, 0);
 
-		if (blk_rw(b, write, r->iov, nr, (off_t)(r->off + (uint64_t)res)))
+		if (blk_file_rw(b->fd, io->op == BLK_IO_WRITE, io->iov, nr,
+				(off_t)(io->off + (uint64_t)io->res)))
 			status = VIRTIO_BLK_S_IOERR;
 	}
 	if (status != VIRTIO_BLK_S_OK) {
 		b->stats.errors++;
-	} else if (r->type == VIRTIO_BLK_T_IN) {
+	} else if (io->op == BLK_IO_READ) {
 		b->stats.reads++;
 		b->stats.bytes_read += r->len;
-	} else if (write) {
+	} else if (io->op == BLK_IO_WRITE) {
 		b->stats.writes++;
 		b->stats.bytes_written += r->len;
 	} else {
 		b->stats.flushes++;
 	}
 	if (answer) {
+		if (r->bounce && io->op == BLK_IO_READ && status == VIRTIO_BLK_S_OK)
+			iov_from_buf(r->iov, r->nr, 0, r->bounce + r->skip, r->len);
 		*r->status = status;
 		virtq_push(&b->vdev.vqs[0], r->head,
-			   (uint32_t)((r->type == VIRTIO_BLK_T_IN && !status ? r->len : 0) + 1));
+			   (uint32_t)((io->op == BLK_IO_READ && !status ? r->len : 0) + 1));
 	}
+	free(r->bounce);
+	r->bounce = NULL;
 	r->next_free = b->free_reqs;
 	b->free_reqs = r;
 	b->inflight--;
 }
 
-/* Take finished requests off the ring, waiting for all of them with `all`; under vdev.lock.
- * Returns how many were answered. */
+/* Start what was submitted and take finished requests from the engine, waiting for all of
+ * them with `all`; under vdev.lock. Returns how many were answered. */
 static unsigned blk_reap(struct virtio_blk *b, bool all, bool answer)
 {
-	struct io_uring_cqe *cqe;
 	unsigned done = 0;
 
-	submit_queued(b);
+	if (!b->engine)
+		return 0;
+	if (b->unsubmitted) {
+		b->engine->ops->kick(b->engine);
+		b->unsubmitted = 0;
+	}
 	while (b->inflight) {
-		int err =
-		    all ? io_uring_wait_cqe(&b->ring, &cqe) : io_uring_peek_cqe(&b->ring, &cqe);
+		struct blk_io *io = b->engine->ops->reap(b->engine, all);
 
-		if (err == -EINTR)
-			continue;
-		if (err < 0)
+		if (!io)
 			break;
-		struct blk_req *r = io_uring_cqe_get_data(cqe);
-		int res = cqe->res;
-
-		io_uring_cqe_seen(&b->ring, cqe);
-		blk_complete(b, r, res, answer);
+		blk_complete(b, (struct blk_req *)io, answer);
 		done++;
 	}
 	return answer ? done : 0;
 }
 
-/* The ring's eventfd: requests finished. */
+/* The engine's eventfd: requests finished. */
 static void on_completion(void *opaque, uint32_t events)
 {
 	struct virtio_blk *b = opaque;
 	struct virtio_dev *d = &b->vdev;
 	uint64_t v;
 
-	if (read(b->ring_efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+	if (read(b->engine->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		log_warn("%s: completion eventfd: %s", b->id, strerror(errno));
 	pthread_mutex_lock(&d->lock);
 	if (blk_reap(b, false, true))
@@ -527,7 +634,7 @@ void virtio_blk_drain(struct virtio_blk *b)
 	struct virtio_dev *d = &b->vdev;
 
 	pthread_mutex_lock(&d->lock);
-	if (b->uring && blk_reap(b, true, true))
+	if (blk_reap(b, true, true))
 		virtio_queue_notify_driver(d, 0);
 	pthread_mutex_unlock(&d->lock);
 }
@@ -622,8 +729,7 @@ static void blk_reset(struct virtio_dev *d)
 
 	/* Requests in flight finish first (I/O cannot be recalled), unanswered: after a reset
 	 * their buffers are no longer the device's to write. */
-	if (b->uring)
-		blk_reap(b, true, false);
+	blk_reap(b, true, false);
 }
 
 static const struct virtio_dev_ops blk_ops = {
@@ -656,39 +762,114 @@ static int lock_image(int fd, const struct blk_config *cfg)
 	return -1;
 }
 
-/* The io_uring engine: a ring as deep as the queue, completions on an eventfd on the loop. */
-static int uring_setup(struct virtio_blk *b, struct event_loop *loop)
+/* Start engine `ops` with its eventfd on the loop, and the requests it can hold. */
+static int engine_start(struct virtio_blk *b, const struct blk_io_engine_ops *ops,
+			struct event_loop *loop)
 {
-	int err = io_uring_queue_init(QUEUE_SIZE, &b->ring, 0);
+	int err = ops->create(b->fd, QUEUE_SIZE, &b->engine);
 
-	if (err < 0)
-		return err;
-	b->reqs = calloc(QUEUE_SIZE, sizeof(*b->reqs));
-	b->ring_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (!b->reqs || b->ring_efd < 0) {
-		err = b->reqs ? -errno : -ENOMEM;
-		goto err;
-	}
-	err = io_uring_register_eventfd(&b->ring, b->ring_efd);
-	if (!err && loop)
-		err = event_loop_add(loop, b->ring_efd, EPOLLIN, on_completion, b);
 	if (err)
-		goto err;
+		return err;
+	if (loop)
+		err = event_loop_add(loop, b->engine->efd, EPOLLIN, on_completion, b);
+	if (!err && !b->reqs) {
+		b->reqs = calloc(QUEUE_SIZE, sizeof(*b->reqs));
+		err = b->reqs ? 0 : -ENOMEM;
+		if (err && loop)
+			event_loop_del(loop, b->engine->efd);
+	}
+	if (err) {
+		ops->destroy(b->engine);
+		b->engine = NULL;
+		return err;
+	}
 	for (unsigned i = 0; i < QUEUE_SIZE; i++) {
 		b->reqs[i].next_free = b->free_reqs;
 		b->free_reqs = &b->reqs[i];
 	}
 	b->loop = loop;
-	b->uring = true;
 	return 0;
-err:
-	if (b->ring_efd >= 0)
-		close(b->ring_efd);
-	b->ring_efd = -1;
-	free(b->reqs);
-	b->reqs = NULL;
-	io_uring_queue_exit(&b->ring);
-	return err;
+}
+
+/*
+ * The engine asked for; by default io_uring where the kernel lets us have it and the thread
+ * pool where it does not (an old kernel, a seccomp filter). One line says which, and why.
+ */
+static int engine_setup(struct virtio_blk *b, const struct blk_config *cfg, struct event_loop *loop)
+{
+	const struct blk_io_engine_ops *ops =
+	    cfg->engine == BLK_ENGINE_THREADS ? &blk_threads_ops : &blk_io_uring_ops;
+	char direct[64] = "";
+	int err, uring_err;
+
+	if (b->direct)
+		snprintf(direct, sizeof(direct), ", O_DIRECT by %u (buffers by %u)", b->dio_align,
+			 b->dio_mem_align);
+
+	if (cfg->engine == BLK_ENGINE_SYNC) {
+		log_info("%s: %s: engine sync%s", b->id, cfg->path, direct);
+		return 0;
+	}
+	err = engine_start(b, ops, loop);
+	if (err && cfg->engine != BLK_ENGINE_AUTO) {
+		log_error("disk %s: engine %s: %s", cfg->path, ops->name, strerror(-err));
+		return err;
+	}
+	if (!err) {
+		log_info("%s: %s: engine %s%s", b->id, cfg->path, ops->name, direct);
+		return 0;
+	}
+	uring_err = err;
+	err = engine_start(b, &blk_threads_ops, loop);
+	if (err)
+		log_warn("%s: %s: io_uring unavailable (%s), no thread pool (%s): engine sync%s",
+			 b->id, cfg->path, strerror(-uring_err), strerror(-err), direct);
+	else
+		log_warn("%s: %s: io_uring unavailable (%s): engine threads%s", b->id, cfg->path,
+			 strerror(-uring_err), direct);
+	return 0;
+}
+
+/*
+ * What O_DIRECT wants of offsets, lengths and buffers: the file system's word where it gives
+ * it (statx STATX_DIOALIGN, Linux 6.1), a block device's logical block size, else
+ * DIO_ALIGN_FALLBACK; and a bounce buffer for the requests that do not fit.
+ */
+static int dio_setup(struct virtio_blk *b, const struct blk_config *cfg, const struct stat *st)
+{
+	uint32_t align = DIO_ALIGN_FALLBACK, mem_align = 0;
+	struct statx sx;
+	int ssz;
+
+	if (cfg->direct_align) {
+		align = cfg->direct_align;
+	} else if (statx(b->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 &&
+		   (sx.stx_mask & STATX_DIOALIGN) && sx.stx_dio_offset_align) {
+		align = sx.stx_dio_offset_align;
+		mem_align = sx.stx_dio_mem_align;
+	} else if (S_ISBLK(st->st_mode) && ioctl(b->fd, BLKSSZGET, &ssz) == 0 && ssz > 0) {
+		align = (uint32_t)ssz;
+	}
+	if (!mem_align || mem_align & (mem_align - 1))
+		mem_align = align;
+	if (align & (align - 1) || align > BOUNCE_MAX || mem_align > BOUNCE_MAX) {
+		log_error("disk %s: direct=on: O_DIRECT alignment %u (buffers %u) is not supported",
+			  cfg->path, align, mem_align);
+		return -EINVAL;
+	}
+	/* A request at the end of the disk then never needs a block past the end. */
+	if ((uint64_t)st->st_size % align) {
+		log_error("disk %s: direct=on: size %lld is not a multiple of %u, the O_DIRECT "
+			  "alignment of its file system",
+			  cfg->path, (long long)st->st_size, align);
+		return -EINVAL;
+	}
+	if (posix_memalign((void **)&b->bounce, mem_align < 4096 ? 4096 : mem_align, BOUNCE_MAX))
+		return -ENOMEM;
+	b->direct = true;
+	b->dio_align = align;
+	b->dio_mem_align = mem_align;
+	return 0;
 }
 
 int virtio_blk_create(const struct blk_config *cfg, const char *id, const struct guest_mem *mem,
@@ -700,8 +881,13 @@ int virtio_blk_create(const struct blk_config *cfg, const char *id, const struct
 
 	if (!b)
 		return -ENOMEM;
-	b->ring_efd = -1;
-	b->fd = open(cfg->path, (cfg->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	b->fd = open(cfg->path, (cfg->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC |
+				    (cfg->direct ? O_DIRECT : 0));
+	if (b->fd < 0 && cfg->direct && errno == EINVAL) {
+		log_error("disk %s: direct=on: its file system refuses O_DIRECT", cfg->path);
+		err = -EINVAL;
+		goto err;
+	}
 	if (b->fd < 0 || fstat(b->fd, &st) < 0) {
 		err = -errno;
 		log_error("disk %s: %s", cfg->path, strerror(errno));
@@ -717,21 +903,15 @@ int virtio_blk_create(const struct blk_config *cfg, const char *id, const struct
 		err = -EINVAL;
 		goto err;
 	}
+	if (cfg->direct && (err = dio_setup(b, cfg, &st)))
+		goto err;
 	snprintf(b->id, sizeof(b->id), "%s", id);
 	b->readonly = cfg->readonly;
 	memset(b->serial, 0, sizeof(b->serial));
 	memcpy(b->serial, cfg->serial, strnlen(cfg->serial, ID_BYTES));
-	if (cfg->engine != BLK_ENGINE_SYNC) {
-		err = uring_setup(b, loop);
-		if (err && cfg->engine == BLK_ENGINE_IO_URING) {
-			log_error("disk %s: io_uring: %s", cfg->path, strerror(-err));
-			goto err;
-		}
-		if (err)
-			log_warn("disk %s: io_uring unavailable (%s): requests are served "
-				 "synchronously",
-				 cfg->path, strerror(-err));
-	}
+	err = engine_setup(b, cfg, loop);
+	if (err)
+		goto err;
 	b->capacity = (uint64_t)st.st_size / SECTOR_SIZE;
 	b->config.capacity = b->capacity;
 	b->config.seg_max = QUEUE_SIZE - 2;
@@ -761,6 +941,8 @@ int virtio_blk_create(const struct blk_config *cfg, const char *id, const struct
 err:
 	if (b->fd >= 0)
 		close(b->fd);
+	free(b->reqs);
+	free(b->bounce);
 	free(b);
 	return err;
 }
@@ -768,6 +950,11 @@ err:
 struct virtio_dev *virtio_blk_dev(struct virtio_blk *b)
 {
 	return &b->vdev;
+}
+
+const char *virtio_blk_engine_name(struct virtio_blk *b)
+{
+	return b->engine ? b->engine->ops->name : "sync";
 }
 
 void virtio_blk_stats(struct virtio_blk *b, struct blk_stats *out)
@@ -788,16 +975,16 @@ void virtio_blk_destroy(struct virtio_blk *b)
 {
 	if (!b)
 		return;
-	if (b->uring) {
+	if (b->engine) {
 		pthread_mutex_lock(&b->vdev.lock);
 		blk_reap(b, true, false);
 		pthread_mutex_unlock(&b->vdev.lock);
 		if (b->loop)
-			event_loop_del(b->loop, b->ring_efd);
-		io_uring_queue_exit(&b->ring);
-		close(b->ring_efd);
-		free(b->reqs);
+			event_loop_del(b->loop, b->engine->efd);
+		b->engine->ops->destroy(b->engine);
 	}
+	free(b->reqs);
+	free(b->bounce);
 	rate_limiter_destroy(&b->limiter);
 	if (b->stats.reads || b->stats.writes || b->stats.flushes || b->stats.discards ||
 	    b->stats.write_zeroes || b->stats.errors)
