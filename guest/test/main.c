@@ -8,9 +8,11 @@
  *   cpus=N mem=MiB disk_sectors=N disk_serial=ID
  * A missing key skips the checks that need it. `bench` takes the shortest path to power-off
  * (only the ACPI tables it needs, no output); `bench=wait` first prints "ready" and waits for
- * a byte on COM1, so that the benchmark can measure the VMM's memory while the guest idles.
+ * a byte on COM1, so that the benchmark can measure the VMM's memory while the guest idles;
+ * `bench=blk` and `bench=net-*` (net.c) measure a device path from ring 3 by polling.
  */
 #include "guest.h"
+#include "virtio.h"
 
 /* PVH start info (xen/include/public/arch-x86/hvm/start_info.h). */
 struct hvm_start_info {
@@ -180,7 +182,7 @@ void ap_main(void)
 static const char *cmdline = "";
 
 /* The value of key= on the command line, copied into buf; false when absent. */
-static bool arg(const char *key, char *buf, size_t size)
+bool arg(const char *key, char *buf, size_t size)
 {
 	size_t klen = strlen(key);
 
@@ -204,7 +206,7 @@ static bool arg(const char *key, char *buf, size_t size)
 	return false;
 }
 
-static bool arg_num(const char *key, uint64_t *v)
+bool arg_num(const char *key, uint64_t *v)
 {
 	char buf[24];
 
@@ -221,7 +223,7 @@ static bool arg_num(const char *key, uint64_t *v)
 static uint16_t pm_tmr_port;
 static bool pm_tmr_32;
 
-static void delay_us(uint64_t us)
+void delay_us(uint64_t us)
 {
 	uint64_t ticks = us * 3579545 / 1000000 + 1, elapsed = 0;
 	uint32_t mask = pm_tmr_32 ? 0xffffffffu : 0xffffffu;
@@ -494,53 +496,11 @@ static void check_smp(void)
 
 /* ---- checks: PCI and virtio-blk ---- */
 
-struct virtio_cap {
-	unsigned bar;
-	uint32_t offset, length;
-	uint64_t addr;
-};
-
-struct vpci {
-	const char *name;
-	unsigned dev;
-	struct virtio_cap common, notify, isr, device;
-	uint32_t notify_mult;
-	unsigned msix_cap;
-	uint64_t msix_table;
-	volatile uint8_t *cfg;
-};
-
-#define VIRTIO_STATUS_ACK	  1
-#define VIRTIO_STATUS_DRIVER	  2
-#define VIRTIO_STATUS_DRIVER_OK	  4
-#define VIRTIO_STATUS_FEATURES_OK 8
-#define VIRTIO_STATUS_NEEDS_RESET 64
-#define VIRTIO_STATUS_FAILED	  128
-
 #define VIRTIO_BLK_T_IN	    0
 #define VIRTIO_BLK_T_OUT    1
 #define VIRTIO_BLK_T_FLUSH  4
 #define VIRTIO_BLK_T_GET_ID 8
 #define VIRTIO_BLK_F_FLUSH  9
-#define VIRTIO_F_VERSION_1  32
-
-/* Common configuration (virtio 1.2 §4.1.4.3). */
-#define CC_DFSELECT   0x00
-#define CC_DF	      0x04
-#define CC_GFSELECT   0x08
-#define CC_GF	      0x0c
-#define CC_MSIX	      0x10
-#define CC_NUMQ	      0x12
-#define CC_STATUS     0x14
-#define CC_QSELECT    0x16
-#define CC_QSIZE      0x18
-#define CC_QMSIX      0x1a
-#define CC_QENABLE    0x1c
-#define CC_QNOTIFY    0x1e
-#define CC_QDESC      0x20
-#define CC_QDRIVER    0x28
-#define CC_QDEVICE    0x30
-#define VIRTIO_NO_MSI 0xffff
 
 static uint64_t bar_addr(unsigned dev, unsigned bar)
 {
@@ -556,7 +516,7 @@ static uint64_t bar_addr(unsigned dev, unsigned bar)
 
 /* Find the modern virtio device 1af4:(0x1040 + type) on bus 0; class_hi is its PCI class and
  * subclass as QEMU gives them. */
-static bool find_virtio(struct vpci *b, unsigned type, uint16_t class_hi)
+bool find_virtio(struct vpci *b, unsigned type, uint16_t class_hi)
 {
 	uint32_t want = (0x1040u + type) << 16 | 0x1af4;
 
@@ -585,7 +545,7 @@ static bool find_virtio(struct vpci *b, unsigned type, uint16_t class_hi)
 }
 
 /* The capabilities a modern virtio device has; need_device: one for its configuration. */
-static bool read_caps(struct vpci *b, bool need_device)
+bool read_caps(struct vpci *b, bool need_device)
 {
 	unsigned seen = 0, want = need_device ? 62 : 46;
 
@@ -687,13 +647,6 @@ static void wcc64(unsigned o, uint64_t v)
 /* One split virtqueue of up to QSIZE entries (qsz in use), in the guest image's memory. */
 #define QSIZE 128
 static uint16_t qsz = QSIZE;
-struct vring_desc {
-	uint64_t addr;
-	uint32_t len;
-	uint16_t flags, next;
-};
-#define VRING_DESC_F_NEXT  1
-#define VRING_DESC_F_WRITE 2
 
 static struct vring_desc desc[QSIZE] __attribute__((aligned(16)));
 static struct {
@@ -948,8 +901,7 @@ static void check_virtio_rng(void)
 
 /* ---- bench=blk: the block device path, driven from ring 3 by polling ---- */
 
-#define BENCH_DEPTH		   32
-#define VRING_AVAIL_F_NO_INTERRUPT 1
+#define BENCH_DEPTH 32
 
 static struct {
 	uint32_t type, reserved;
@@ -960,14 +912,6 @@ static uint8_t bench_buf[BENCH_DEPTH][4096] __attribute__((aligned(4096)));
 static uint8_t bench_big[1 << 20] __attribute__((aligned(4096)));
 static uint32_t bench_lat[4096]; /* per-request cycles at depth 1 */
 static uint64_t tsc_khz, bench_rng = 88172645463325252ull;
-
-static inline uint64_t rdtsc(void)
-{
-	uint32_t lo, hi;
-
-	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-	return (uint64_t)hi << 32 | lo;
-}
 
 static uint64_t xorshift(void)
 {
@@ -1177,7 +1121,7 @@ static void power_off(void)
 
 void user_main(uint32_t start_info)
 {
-	char mode[8];
+	char mode[16];
 
 	si = (struct hvm_start_info *)(uint64_t)start_info;
 	if (si->cmdline_paddr)
@@ -1187,6 +1131,8 @@ void user_main(uint32_t start_info)
 		check_acpi();
 		if (!strcmp(mode, "blk"))
 			bench_blk();
+		if (!memcmp(mode, "net", 3))
+			bench_net(mode);
 		if (!strcmp(mode, "wait")) {
 			quiet = false;
 			print("ready\n");

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/* What the test guest's virtio drivers share: modern PCI transport, split rings, and the
+ * helpers main.c has for finding a device, reading the command line and waiting. */
+#ifndef YUN_GUEST_TEST_VIRTIO_H
+#define YUN_GUEST_TEST_VIRTIO_H
+
+#include "guest.h"
+
+struct virtio_cap {
+	unsigned bar;
+	uint32_t offset, length;
+	uint64_t addr;
+};
+
+struct vpci {
+	const char *name;
+	unsigned dev;
+	struct virtio_cap common, notify, isr, device;
+	uint32_t notify_mult;
+	unsigned msix_cap;
+	uint64_t msix_table;
+	volatile uint8_t *cfg;
+};
+
+#define VIRTIO_STATUS_ACK	  1
+#define VIRTIO_STATUS_DRIVER	  2
+#define VIRTIO_STATUS_DRIVER_OK	  4
+#define VIRTIO_STATUS_FEATURES_OK 8
+#define VIRTIO_STATUS_NEEDS_RESET 64
+#define VIRTIO_STATUS_FAILED	  128
+
+#define VIRTIO_F_VERSION_1 32
+
+/* Common configuration (virtio 1.2 §4.1.4.3). */
+#define CC_DFSELECT   0x00
+#define CC_DF	      0x04
+#define CC_GFSELECT   0x08
+#define CC_GF	      0x0c
+#define CC_MSIX	      0x10
+#define CC_NUMQ	      0x12
+#define CC_STATUS     0x14
+#define CC_QSELECT    0x16
+#define CC_QSIZE      0x18
+#define CC_QMSIX      0x1a
+#define CC_QENABLE    0x1c
+#define CC_QNOTIFY    0x1e
+#define CC_QDESC      0x20
+#define CC_QDRIVER    0x28
+#define CC_QDEVICE    0x30
+#define VIRTIO_NO_MSI 0xffff
+
+/* Split virtqueues (virtio 1.2 §2.7). */
+struct vring_desc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags, next;
+};
+#define VRING_DESC_F_NEXT	   1
+#define VRING_DESC_F_WRITE	   2
+#define VRING_AVAIL_F_NO_INTERRUPT 1
+#define VRING_USED_F_NO_NOTIFY	   1
+
+/* Find the modern virtio device 1af4:(0x1040 + type) on bus 0; class_hi is its PCI class and
+ * subclass as QEMU gives them. */
+bool find_virtio(struct vpci *b, unsigned type, uint16_t class_hi);
+/* The capabilities a modern virtio device has; need_device: one for its configuration. */
+bool read_caps(struct vpci *b, bool need_device);
+
+/* The value of key= on the command line, copied into buf; false when absent. */
+bool arg(const char *key, char *buf, size_t size);
+bool arg_num(const char *key, uint64_t *v);
+/* Busy-wait on the ACPI PM timer (check_acpi() finds it). */
+void delay_us(uint64_t us);
+
+/* bench=net-*: the network device path (net.c). */
+void bench_net(const char *mode);
+
+#endif
