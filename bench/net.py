@@ -9,12 +9,15 @@ offloads), so the figures are the VMM's device path, not a guest kernel's:
   rr-64      a 64-byte datagram to an echo program on the host and the wait for its reply:
              p50/p99 latency, round trips/s
   rx-64      the host floods the guest with 64-byte datagrams; the guest counts: packets/s
-The tap lives in a network namespace of the benchmark's own, set up once for every VMM alike;
-the guest's transmit rates are counted twice, by the guest (frames the device handed back) and
-on the host (the tap's rx_packets, sampled while the guest sends: what actually arrived), and
-the host's UDP counters confirm the frames were valid (checksums, addresses). RUNS rounds, the
-VMMs interleaved in each; prints medians and ratios. Needs /dev/kvm and CAP_NET_ADMIN
-(bench/run.sh net provides both on hosts without them).
+One boot of the guest (`bench=net`) runs the four in turn. The tap lives in a network
+namespace of the benchmark's own, set up once for every VMM alike; the guest's transmit rates
+are counted twice, by the guest (frames the device handed back) and on the host (the tap's
+rx_packets, sampled while the guest sends: what actually arrived), and the host's IP and UDP
+counters confirm the frames were valid (headers, checksums, addresses, ports). The kicks rows
+count the guest's notifications, each a VM exit: it kicks only when the device's used ring
+does not say VRING_USED_F_NO_NOTIFY. RUNS rounds, the VMMs interleaved in each; prints medians
+and ratios. Needs /dev/kvm and CAP_NET_ADMIN (bench/run.sh net provides both on hosts without
+them).
 """
 import os
 import re
@@ -231,6 +234,7 @@ def inside():
                         results[name].setdefault(k, []).append(v)
     finally:
         echo.kill()
+    sys.stderr.flush()
     print(f"{'median of ' + str(RUNS):28}{'yun':>12}{'qemu':>12}{'yun/qemu':>10}")
     for key, label, higher in ROWS:
         med = {n: statistics.median(results[n][key]) if results[n].get(key) else 0
