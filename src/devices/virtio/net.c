@@ -93,6 +93,8 @@ static void net_tx(struct virtio_net *n)
 	bool served = false, throttled = false;
 	int r;
 
+	/* §2.7.10: no kicks while the queue is being drained; re-enabled and re-checked below. */
+	virtq_set_notification(vq, false);
 	for (;;) {
 		while ((r = virtq_pop(vq, &n->chain)) == 1) {
 			struct virtq_chain *c = &n->chain;
