@@ -6,6 +6,7 @@
 #   build/asan/tests/unit/test_*  the same under AddressSanitizer + UndefinedBehaviorSanitizer
 #   build/fuzz/fuzz_*             libFuzzer targets (clang)
 #   build/guest/test-guest.elf    the freestanding test guest (PVH ELF)
+#   build/bench/net-peer          the host's end of bench/net.py
 #
 # WERROR=1 (set by CI) turns warnings into errors.
 
@@ -39,8 +40,8 @@ FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_OBJ := $(LIB_SRC:%.c=$(BUILD)/fuzz/obj/%.o)
 
-.PHONY: all vmm unit asan fuzz guest check format format-check clean
-all: vmm unit asan guest
+.PHONY: all vmm unit asan fuzz guest bench check format format-check clean
+all: vmm unit asan guest bench
 
 vmm: $(BUILD)/yun-vmm
 unit: $(UNIT_BIN)
@@ -89,6 +90,13 @@ all: $(BUILD)/tests/linux/vsock-peer
 $(BUILD)/tests/linux/vsock-peer: tests/linux/vsock-peer.c
 	@mkdir -p $(dir $@)
 	$(CC) -static -O2 -std=c11 -D_GNU_SOURCE $(WARN) -o $@ $<
+
+# The benchmarks' host-side programs.
+bench: $(BUILD)/bench/net-peer
+
+$(BUILD)/bench/%: bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $<
 
 # The freestanding guests have their own rules.
 -include guest/test/guest.mk

@@ -5,7 +5,8 @@ GUEST_CFLAGS := -std=gnu11 -O2 -g -ffreestanding -fno-pic -fno-pie -fno-stack-pr
 ifeq ($(WERROR),1)
 GUEST_CFLAGS += -Werror
 endif
-GUEST_SRC := guest/test/head.S guest/test/lib.c guest/test/main.c guest/test/console.c
+GUEST_SRC := guest/test/head.S guest/test/lib.c guest/test/main.c guest/test/console.c \
+	     guest/test/net.c
 GUEST_OBJ := $(GUEST_SRC:%=$(BUILD)/guest/obj/%.o)
 
 guest: $(BUILD)/guest/test-guest.elf

@@ -8,7 +8,8 @@
  *   cpus=N mem=MiB disk_sectors=N disk_serial=ID rng=1 vcon=1|console vcon_in=LINE
  * A missing key skips the checks that need it. `bench` takes the shortest path to power-off
  * (only the ACPI tables it needs, no output); `bench=wait` first prints "ready" and waits for
- * a byte on COM1, so that the benchmark can measure the VMM's memory while the guest idles.
+ * a byte on COM1, so that the benchmark can measure the VMM's memory while the guest idles;
+ * `bench=blk` and `bench=net-*` (net.c) measure a device path from ring 3 by polling.
  */
 #include "guest.h"
 #include "virtio.h"
@@ -909,14 +910,6 @@ static uint8_t bench_big[1 << 20] __attribute__((aligned(4096)));
 static uint32_t bench_lat[4096]; /* per-request cycles at depth 1 */
 static uint64_t tsc_khz, bench_rng = 88172645463325252ull;
 
-static inline uint64_t rdtsc(void)
-{
-	uint32_t lo, hi;
-
-	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-	return (uint64_t)hi << 32 | lo;
-}
-
 static uint64_t xorshift(void)
 {
 	bench_rng ^= bench_rng << 13;
@@ -1125,7 +1118,7 @@ static void power_off(void)
 
 void user_main(uint32_t start_info)
 {
-	char mode[8];
+	char mode[16];
 
 	si = (struct hvm_start_info *)(uint64_t)start_info;
 	if (si->cmdline_paddr)
@@ -1135,6 +1128,8 @@ void user_main(uint32_t start_info)
 		check_acpi();
 		if (!strcmp(mode, "blk"))
 			bench_blk();
+		if (!memcmp(mode, "net", 3))
+			bench_net(mode);
 		if (!strcmp(mode, "wait")) {
 			quiet = false;
 			print("ready\n");

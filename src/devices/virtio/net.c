@@ -135,6 +135,8 @@ static void net_tx(struct net_pair *p)
 	bool served = false, throttled = false;
 	int r;
 
+	/* §2.7.10: no kicks while the queue is being drained; re-enabled and re-checked below. */
+	virtq_set_notification(vq, false);
 	for (;;) {
 		while ((r = virtq_pop(vq, c)) == 1) {
 			ssize_t w;

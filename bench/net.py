@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""Network device benchmark: yun-vmm beside QEMU's user-space virtio-net (vhost=off), same guest,
+same tap.
+
+The test guest's `bench=net-*` modes drive virtio-net from ring 3 by polling (no interrupts, no
+offloads), so the figures are the VMM's device path, not a guest kernel's:
+  tx-64      frames with 64-byte UDP payloads, back to back for NET_MS: packets/s
+  tx-1500    1514-byte frames (1500-byte IP packets), the same way: MB/s of frames
+  rr-64      a 64-byte datagram to an echo program on the host and the wait for its reply:
+             p50/p99 latency, round trips/s
+  rx-64      the host floods the guest with 64-byte datagrams; the guest counts: packets/s
+One boot of the guest (`bench=net`) runs the four in turn. The tap lives in a network
+namespace of the benchmark's own, set up once for every VMM alike; the guest's transmit rates
+are counted twice, by the guest (frames the device handed back) and on the host (the tap's
+rx_packets, sampled while the guest sends: what actually arrived), and the host's IP and UDP
+counters confirm the frames were valid (headers, checksums, addresses, ports). The kicks rows
+count the guest's notifications, each a VM exit: it kicks only when the device's used ring
+does not say VRING_USED_F_NO_NOTIFY. RUNS rounds, the VMMs interleaved in each; prints medians
+and ratios. Needs /dev/kvm and CAP_NET_ADMIN (bench/run.sh net provides both on hosts without
+them).
+"""
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+RUNS = int(os.environ.get("YUN_BENCH_RUNS", "3"))
+NET_MS = int(os.environ.get("YUN_BENCH_NET_MS", "1000"))
+RR_N = int(os.environ.get("YUN_BENCH_NET_RR", "2000"))
+BUILD = os.environ.get("BUILD", "build")
+GUEST = f"{BUILD}/guest/test-guest.elf"
+PEER = f"{BUILD}/bench/net-peer"
+MEM = 128
+TAP = "yunbench0"
+TAP_MAC = "02:00:00:00:00:01"
+GUEST_MAC = "52:54:00:12:34:56"
+HOST_IP, GUEST_IP = "10.0.2.1", "10.0.2.15"
+DISCARD, ECHO = 9, 7
+NS_ENV = "YUN_BENCH_NETNS"
+
+
+def cmdline(mode):
+    return (f"bench={mode} net_ms={NET_MS} net_n={RR_N} net_ip={GUEST_IP} "
+            f"net_peer_ip={HOST_IP} net_peer_mac={TAP_MAC}")
+
+
+def yun(mode):
+    return [f"{BUILD}/yun-vmm", "--kernel", GUEST, "--memory", str(MEM), "--cpus", "1",
+            "--net", f"tap={TAP},mac={GUEST_MAC}", "--cmdline", cmdline(mode),
+            "--console", "stdio"]
+
+
+def qemu(mode):
+    return ["qemu-system-x86_64", "-nodefaults", "-no-user-config", "-display", "none",
+            "-M", "q35", "-accel", "kvm", "-cpu", "kvm64", "-smp", "1", "-m", str(MEM),
+            "-kernel", GUEST, "-append", cmdline(mode), "-serial", "stdio", "-no-reboot",
+            "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no,vhost=off",
+            "-device", f"virtio-net-pci,netdev=n0,disable-legacy=on,mac={GUEST_MAC},romfile="]
+
+
+VMMS = {"yun": yun, "qemu": qemu}
+
+
+def sh(*argv):
+    subprocess.run(argv, check=True)
+
+
+def tap_stat(name):
+    with open(f"/sys/class/net/{TAP}/statistics/{name}") as f:
+        return int(f.read())
+
+
+def snmp():
+    """This namespace's IP and UDP counters, as {"Udp InCsumErrors": N, ...}."""
+    with open("/proc/net/snmp") as f:
+        lines = [line.split() for line in f]
+    got = {}
+    for names, values in zip(lines[::2], lines[1::2]):
+        for k, v in zip(names[1:], values[1:]):
+            got[f"{names[0][:-1]} {k}"] = int(v)
+    return got
+
+
+class Sampler(threading.Thread):
+    """The tap's rx_packets every few milliseconds, for the rate at which frames arrived."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.samples, self.stop = [], threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            self.samples.append((time.monotonic(), tap_stat("rx_packets")))
+            time.sleep(0.01)
+
+    def rate(self, t0, t1):
+        """Packets a second between t0 and t1: from the first sample that saw new packets to
+        the first that saw the last of them."""
+        s = [x for x in self.samples if t0 <= x[0] <= t1]
+        if len(s) < 3:
+            return 0
+        first = next((i for i, (_, c) in enumerate(s) if c > s[0][1]), None)
+        last = next(i for i, (_, c) in enumerate(s) if c == s[-1][1])
+        if first is None or last <= first:
+            return 0
+        return (s[last][1] - s[first][1]) / (s[last][0] - s[first][0])
+
+
+def run_guest(name, tmp):
+    """One boot of the guest in bench=net: its figures, and the host's for its frames."""
+    snmp0 = snmp()
+    # Nothing crosses the tap before the guest's first phase (no IPv6, no ARP).
+    marks = {"start": (time.monotonic(), tap_stat("rx_packets"))}
+    sampler = Sampler()
+    sampler.start()
+    flooder, out = None, []
+    with open(os.path.join(tmp, "stderr"), "w+") as err:
+        p = subprocess.Popen(VMMS[name]("net"), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=err, text=True)
+        timer = threading.Timer(300, p.kill)
+        timer.start()
+        for line in p.stdout:
+            if "bench-net " not in line:
+                continue
+            line = line[line.index("bench-net "):].strip()
+            out.append(line)
+            # Where the tap's counters stood when each figure came (the guest pauses after
+            # each transmit phase, so the next one's frames are not in them).
+            what = line.split()[1]
+            marks[what] = (time.monotonic(), tap_stat("rx_packets"))
+            if what == "tx-1500":
+                sampler.stop.set()
+            if line == "bench-net rx-ready":
+                flooder = subprocess.Popen([PEER, "flood", GUEST_IP, str(DISCARD), "64",
+                                            str(NET_MS / 1000 + 3)], stdout=subprocess.PIPE,
+                                           text=True)
+        p.wait()
+        timer.cancel()
+        err.seek(0)
+        stderr = err.read()
+    sampler.stop.set()
+    sampler.join()
+    flood_sent = flooder.communicate()[0].split()[-1] if flooder else None
+    if "bench-net done" not in out or any("error" in line for line in out):
+        sys.exit(f"{name}: the guest did not finish:\n" + "\n".join(out) + "\n" + stderr[-2000:])
+    got = {}
+    for line in out:
+        words = line.split()
+        what = "" if "=" in words[1] else words.pop(1) + " "
+        for kv in words[1:]:
+            k, _, v = kv.partition("=")
+            if v.isdigit():
+                got[what + k] = int(v)
+    for metric, before in (("tx-64", "start"), ("tx-1500", "tx-64")):
+        (t0, c0), (t1, c1) = marks[before], marks[metric]
+        got[f"{metric} host_pps"] = sampler.rate(t0, t1)
+        got[f"{metric} host_mbps"] = sampler.rate(t0, t1) * got[f"{metric} frame_bytes"] / 1e6
+        got[f"{metric} arrived_%"] = 100 * (c1 - c0) / got[f"{metric} packets"]
+    snmp1 = snmp()
+    bad = {k: snmp1[k] - snmp0[k] for k in ("Ip InHdrErrors", "Ip InAddrErrors",
+                                           "Udp NoPorts", "Udp InCsumErrors")}
+    if any(bad.values()):
+        sys.exit(f"{name}: the host took the guest's frames for bad ones: {bad}")
+    if flood_sent:
+        got["rx-64 host_sent"] = int(flood_sent)
+    got["stderr"] = stderr
+    return got
+
+
+# (key in the guest's results, label, higher is better)
+ROWS = [
+    ("tx-64 pps", "tx-64 packets/s (guest)", True),
+    ("tx-64 host_pps", "tx-64 packets/s (host)", True),
+    ("tx-64 arrived_%", "tx-64 arrived %", True),
+    ("tx-64 kicks_per_kpkt", "tx-64 kicks/1000 pkts", False),
+    ("tx-1500 mbps", "tx-1500 MB/s (guest)", True),
+    ("tx-1500 host_mbps", "tx-1500 MB/s (host)", True),
+    ("tx-1500 arrived_%", "tx-1500 arrived %", True),
+    ("rr-64 p50_us", "rr-64 p50 us", False),
+    ("rr-64 p99_us", "rr-64 p99 us", False),
+    ("rr-64 tps", "rr-64 round trips/s", True),
+    ("rr-64 kicks_per_rt", "rr-64 kicks/round trip", False),
+    ("rx-64 pps", "rx-64 packets/s (guest)", True),
+    ("rx-64 kicks_per_kpkt", "rx-64 kicks/1000 pkts", False),
+]
+
+
+def derive(got):
+    for m in ("tx-64", "rx-64"):
+        if got.get(f"{m} packets"):
+            got[f"{m} kicks_per_kpkt"] = 1000 * got[f"{m} kicks"] / got[f"{m} packets"]
+    if got.get("rr-64 n"):
+        got["rr-64 kicks_per_rt"] = got["rr-64 kicks"] / got["rr-64 n"]
+
+
+def setup_namespace():
+    sh("ip", "link", "set", "lo", "up")
+    sh("ip", "tuntap", "add", "dev", TAP, "mode", "tap")
+    sh("ip", "link", "set", TAP, "address", TAP_MAC)
+    for conf in ("all", "default", TAP):
+        sh("sysctl", "-qw", f"net.ipv6.conf.{conf}.disable_ipv6=1")
+    sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", TAP)
+    sh("ip", "link", "set", TAP, "up")
+    # The guest answers no ARP: the host knows its address beforehand.
+    sh("ip", "neigh", "replace", GUEST_IP, "lladdr", GUEST_MAC, "dev", TAP, "nud", "permanent")
+
+
+def inside():
+    setup_namespace()
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # never read: a valid frame's end
+    sink.bind(("0.0.0.0", DISCARD))
+    echo = subprocess.Popen([PEER, "echo", str(ECHO)])
+    results = {n: {} for n in VMMS}
+    notes = {}
+    try:
+        with tempfile.TemporaryDirectory(dir=os.environ.get("YUN_BENCH_DIR")) as tmp:
+            for r in range(RUNS):
+                for name in VMMS:
+                    t = time.monotonic()
+                    got = run_guest(name, tmp)
+                    print(f"# round {r + 1}: {name} {time.monotonic() - t:.1f} s",
+                          file=sys.stderr, flush=True)
+                    net0 = re.search(r"net0: .*", got.pop("stderr"))
+                    if net0:
+                        notes["yun"] = net0.group(0)
+                    if got.get("rx-64 host_sent"):
+                        notes[f"{name} rx-64"] = (
+                            f"the host offered {got['rx-64 host_sent']} datagrams")
+                    derive(got)
+                    for k, v in got.items():
+                        results[name].setdefault(k, []).append(v)
+    finally:
+        echo.kill()
+    sys.stderr.flush()
+    print(f"{'median of ' + str(RUNS):28}{'yun':>12}{'qemu':>12}{'yun/qemu':>10}")
+    for key, label, higher in ROWS:
+        med = {n: statistics.median(results[n][key]) if results[n].get(key) else 0
+               for n in VMMS}
+        ratio = med["yun"] / med["qemu"] if med["qemu"] else 0
+        fmt = ".1f" if med["yun"] < 100 and med["qemu"] < 100 else ".0f"
+        print(f"{label:28}{med['yun']:>12{fmt}}{med['qemu']:>12{fmt}}{ratio:>10.2f}"
+              + ("" if higher else "  (lower is better)"))
+    for what, line in notes.items():
+        print(f"# {what} (last round): {line}")
+    print("# the host's IP and UDP counters saw no bad header, checksum, address or port")
+    print(f"# tsc_khz yun {results['yun'].get('tsc_khz', ['?'])[0]}, "
+          f"qemu {results['qemu'].get('tsc_khz', ['?'])[0]}; net_ms={NET_MS}, rr n={RR_N}")
+
+
+def main():
+    if os.environ.get(NS_ENV):
+        inside()
+        return
+    # Everything runs in a namespace of its own: the tap, the host's ends, and /sys and
+    # /proc/net as that namespace sees them (ip netns exec remounts /sys).
+    ns = f"yun-bench-{os.getpid()}"
+    sh("ip", "netns", "add", ns)
+    try:
+        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__] + sys.argv[1:],
+                           env={**os.environ, NS_ENV: ns})
+    finally:
+        subprocess.run(["ip", "netns", "del", ns])
+    sys.exit(r.returncode)
+
+
+if __name__ == "__main__":
+    main()
