@@ -333,6 +333,7 @@ enum {
 	OPT_NET,
 	OPT_API_SOCKET,
 	OPT_CONFIG,
+	OPT_NO_SANDBOX,
 	OPT_VERSION
 };
 
@@ -373,6 +374,7 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 	    {"net", required_argument, NULL, OPT_NET},
 	    {"api-socket", required_argument, NULL, OPT_API_SOCKET},
 	    {"config", required_argument, NULL, OPT_CONFIG},
+	    {"no-sandbox", no_argument, NULL, OPT_NO_SANDBOX},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, OPT_VERSION},
@@ -454,6 +456,9 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 				return -EINVAL;
 			}
 			cfg->api_socket = optarg;
+			break;
+		case OPT_NO_SANDBOX:
+			cfg->no_sandbox = true;
 			break;
 		case OPT_CONFIG:
 			/* Applied before the other options (apply_config_file()); not nested. */
