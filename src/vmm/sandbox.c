@@ -3,16 +3,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
+#include <pthread.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -32,18 +32,24 @@ bool sandbox_enabled(void)
 
 /* Every thread: memory, locks, time, signals it uses, its own end, and I/O on its fds. */
 static const int common_calls[] = {
-    SCMP_SYS(read),	     SCMP_SYS(readv),	       SCMP_SYS(write),
-    SCMP_SYS(writev),	     SCMP_SYS(close),	       SCMP_SYS(futex),
-    SCMP_SYS(mmap),	     SCMP_SYS(munmap),	       SCMP_SYS(mremap),
-    SCMP_SYS(mprotect),	     SCMP_SYS(madvise),	       SCMP_SYS(brk),
-    SCMP_SYS(rt_sigreturn),  SCMP_SYS(rt_sigprocmask), SCMP_SYS(exit),
-    SCMP_SYS(exit_group),    SCMP_SYS(clock_gettime),  SCMP_SYS(clock_nanosleep),
-    SCMP_SYS(nanosleep),     SCMP_SYS(gettid),	       SCMP_SYS(getpid),
-    SCMP_SYS(tgkill),	     SCMP_SYS(sched_yield),    SCMP_SYS(restart_syscall),
-    SCMP_SYS(fstat),	     SCMP_SYS(newfstatat),     SCMP_SYS(lseek),
-    SCMP_SYS(getrandom),     SCMP_SYS(epoll_wait),     SCMP_SYS(epoll_pwait),
-    SCMP_SYS(epoll_ctl),     SCMP_SYS(set_robust_list), SCMP_SYS(rseq),
-    SCMP_SYS(sched_getaffinity),
+    SCMP_SYS(read),	     SCMP_SYS(readv),
+    SCMP_SYS(write),	     SCMP_SYS(writev),
+    SCMP_SYS(close),	     SCMP_SYS(futex),
+    SCMP_SYS(mmap),	     SCMP_SYS(munmap),
+    SCMP_SYS(mremap),	     SCMP_SYS(mprotect),
+    SCMP_SYS(madvise),	     SCMP_SYS(brk),
+    SCMP_SYS(rt_sigreturn),  SCMP_SYS(rt_sigprocmask),
+    SCMP_SYS(exit),	     SCMP_SYS(exit_group),
+    SCMP_SYS(clock_gettime), SCMP_SYS(clock_nanosleep),
+    SCMP_SYS(nanosleep),     SCMP_SYS(gettid),
+    SCMP_SYS(getpid),	     SCMP_SYS(tgkill),
+    SCMP_SYS(sched_yield),   SCMP_SYS(restart_syscall),
+    SCMP_SYS(fstat),	     SCMP_SYS(newfstatat),
+    SCMP_SYS(lseek),	     SCMP_SYS(getrandom),
+    SCMP_SYS(epoll_wait),    SCMP_SYS(epoll_pwait),
+    SCMP_SYS(epoll_ctl),     SCMP_SYS(set_robust_list),
+    SCMP_SYS(rseq),	     SCMP_SYS(sched_getaffinity),
+    SCMP_SYS(seccomp), /* more filters only narrow */
 };
 
 /*
@@ -51,26 +57,66 @@ static const int common_calls[] = {
  * KVM, the tap, memfd, io_uring, timers, the vsock's Unix sockets, and its threads.
  */
 static const int main_calls[] = {
-    SCMP_SYS(openat),	     SCMP_SYS(memfd_create), SCMP_SYS(ftruncate),
-    SCMP_SYS(fallocate),     SCMP_SYS(fdatasync),    SCMP_SYS(fsync),
-    SCMP_SYS(pread64),	     SCMP_SYS(pwrite64),     SCMP_SYS(preadv),
-    SCMP_SYS(pwritev),	     SCMP_SYS(preadv2),	     SCMP_SYS(pwritev2),
-    SCMP_SYS(ioctl),	     SCMP_SYS(fcntl),	     SCMP_SYS(flock),
-    SCMP_SYS(socket),	     SCMP_SYS(connect),	     SCMP_SYS(accept4),
-    SCMP_SYS(bind),	     SCMP_SYS(listen),	     SCMP_SYS(shutdown),
-    SCMP_SYS(sendmsg),	     SCMP_SYS(recvmsg),	     SCMP_SYS(sendto),
-    SCMP_SYS(recvfrom),	     SCMP_SYS(getsockopt),   SCMP_SYS(setsockopt),
-    SCMP_SYS(getsockname),   SCMP_SYS(unlink),	     SCMP_SYS(unlinkat),
-    SCMP_SYS(epoll_create1), SCMP_SYS(eventfd2),     SCMP_SYS(timerfd_create),
-    SCMP_SYS(timerfd_settime), SCMP_SYS(timerfd_gettime), SCMP_SYS(signalfd4),
-    SCMP_SYS(io_uring_setup), SCMP_SYS(io_uring_enter), SCMP_SYS(io_uring_register),
-    SCMP_SYS(clone),	     SCMP_SYS(clone3),	     SCMP_SYS(statx),
-    SCMP_SYS(rt_sigaction),  SCMP_SYS(dup),	     SCMP_SYS(dup3),
-    SCMP_SYS(pipe2),	     SCMP_SYS(poll),	     SCMP_SYS(ppoll),
-    SCMP_SYS(prlimit64),     SCMP_SYS(uname),	     SCMP_SYS(getuid),
-    SCMP_SYS(geteuid),	     SCMP_SYS(getgid),	     SCMP_SYS(getegid),
-    SCMP_SYS(faccessat),     SCMP_SYS(faccessat2),   SCMP_SYS(readlinkat),
-    SCMP_SYS(sysinfo),	     SCMP_SYS(rt_sigtimedwait), SCMP_SYS(mlock),
+    SCMP_SYS(openat),
+    SCMP_SYS(memfd_create),
+    SCMP_SYS(ftruncate),
+    SCMP_SYS(fallocate),
+    SCMP_SYS(fdatasync),
+    SCMP_SYS(fsync),
+    SCMP_SYS(pread64),
+    SCMP_SYS(pwrite64),
+    SCMP_SYS(preadv),
+    SCMP_SYS(pwritev),
+    SCMP_SYS(preadv2),
+    SCMP_SYS(pwritev2),
+    SCMP_SYS(ioctl),
+    SCMP_SYS(fcntl),
+    SCMP_SYS(flock),
+    SCMP_SYS(socket),
+    SCMP_SYS(connect),
+    SCMP_SYS(accept4),
+    SCMP_SYS(bind),
+    SCMP_SYS(listen),
+    SCMP_SYS(shutdown),
+    SCMP_SYS(sendmsg),
+    SCMP_SYS(recvmsg),
+    SCMP_SYS(sendto),
+    SCMP_SYS(recvfrom),
+    SCMP_SYS(getsockopt),
+    SCMP_SYS(setsockopt),
+    SCMP_SYS(getsockname),
+    SCMP_SYS(unlink),
+    SCMP_SYS(unlinkat),
+    SCMP_SYS(epoll_create1),
+    SCMP_SYS(eventfd2),
+    SCMP_SYS(timerfd_create),
+    SCMP_SYS(timerfd_settime),
+    SCMP_SYS(timerfd_gettime),
+    SCMP_SYS(signalfd4),
+    SCMP_SYS(io_uring_setup),
+    SCMP_SYS(io_uring_enter),
+    SCMP_SYS(io_uring_register),
+    SCMP_SYS(clone),
+    SCMP_SYS(clone3),
+    SCMP_SYS(statx),
+    SCMP_SYS(rt_sigaction),
+    SCMP_SYS(dup),
+    SCMP_SYS(dup3),
+    SCMP_SYS(pipe2),
+    SCMP_SYS(poll),
+    SCMP_SYS(ppoll),
+    SCMP_SYS(prlimit64),
+    SCMP_SYS(uname),
+    SCMP_SYS(getuid),
+    SCMP_SYS(geteuid),
+    SCMP_SYS(getgid),
+    SCMP_SYS(getegid),
+    SCMP_SYS(faccessat),
+    SCMP_SYS(faccessat2),
+    SCMP_SYS(readlinkat),
+    SCMP_SYS(sysinfo),
+    SCMP_SYS(rt_sigtimedwait),
+    SCMP_SYS(mlock),
     SCMP_SYS(munlock),
 };
 
@@ -80,23 +126,22 @@ static const int main_calls[] = {
  */
 static const int vcpu_calls[] = {
     SCMP_SYS(io_uring_enter), SCMP_SYS(timerfd_settime), SCMP_SYS(shutdown),
-    SCMP_SYS(fdatasync),      SCMP_SYS(pwritev),	     SCMP_SYS(preadv),
+    SCMP_SYS(fdatasync),      SCMP_SYS(pwritev),	 SCMP_SYS(preadv),
 };
 static const unsigned long vcpu_ioctls[] = {
-    KVM_RUN,	    KVM_GET_REGS,	 KVM_GET_SREGS,	 KVM_SET_GSI_ROUTING,
-    KVM_IRQFD,	    KVM_IOEVENTFD,	 KVM_SIGNAL_MSI, KVM_IRQ_LINE,
-    KVM_IRQ_LINE_STATUS, TUNSETOFFLOAD, TUNSETQUEUE,
+    KVM_RUN,	   KVM_GET_REGS,   KVM_GET_SREGS, KVM_SET_GSI_ROUTING, KVM_IRQFD,
+    KVM_IOEVENTFD, KVM_SIGNAL_MSI, KVM_IRQ_LINE,  KVM_IRQ_LINE_STATUS, TUNSETOFFLOAD,
+    TUNSETQUEUE,
 };
 
 /* The API's HTTP thread: its socket, libmicrohttpd's own set-up, and files it checks at start. */
 static const int api_calls[] = {
-    SCMP_SYS(accept4),	     SCMP_SYS(recvfrom),      SCMP_SYS(sendto),
-    SCMP_SYS(sendmsg),	     SCMP_SYS(recvmsg),	      SCMP_SYS(shutdown),
-    SCMP_SYS(setsockopt),    SCMP_SYS(getsockopt),    SCMP_SYS(getsockname),
-    SCMP_SYS(fcntl),	     SCMP_SYS(epoll_create1), SCMP_SYS(eventfd2),
-    SCMP_SYS(pipe2),	     SCMP_SYS(poll),	      SCMP_SYS(ppoll),
-    SCMP_SYS(clone),	     SCMP_SYS(clone3),	      SCMP_SYS(openat),
-    SCMP_SYS(statx),	     SCMP_SYS(pread64),	      SCMP_SYS(rt_sigaction),
+    SCMP_SYS(accept4),	    SCMP_SYS(recvfrom), SCMP_SYS(sendto),	 SCMP_SYS(sendmsg),
+    SCMP_SYS(recvmsg),	    SCMP_SYS(shutdown), SCMP_SYS(setsockopt),	 SCMP_SYS(getsockopt),
+    SCMP_SYS(getsockname),  SCMP_SYS(fcntl),	SCMP_SYS(epoll_create1), SCMP_SYS(eventfd2),
+    SCMP_SYS(pipe2),	    SCMP_SYS(poll),	SCMP_SYS(ppoll),	 SCMP_SYS(clone),
+    SCMP_SYS(clone3),	    SCMP_SYS(openat),	SCMP_SYS(statx),	 SCMP_SYS(pread64),
+    SCMP_SYS(rt_sigaction),
 };
 static const unsigned long api_ioctls[] = {KVM_GET_REGS, KVM_GET_SREGS};
 
@@ -190,6 +235,10 @@ int sandbox_enter(enum sandbox_role role)
 	if (!ctx)
 		return -ENOMEM;
 	err = allow_all(ctx, common_calls, N(common_calls));
+	/* Loading a filter sets no-new-privileges again (a thread under its parent's filter). */
+	if (!err)
+		err = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
+				       SCMP_A0(SCMP_CMP_EQ, PR_SET_NO_NEW_PRIVS));
 	if (!err && role == SANDBOX_MAIN)
 		err = allow_all(ctx, main_calls, N(main_calls));
 	if (!err && role == SANDBOX_VCPU)
