@@ -22,7 +22,7 @@ WARN     += -Werror
 endif
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Isrc -MMD -MP
-LDLIBS   := -pthread -luring -lmicrohttpd -ljansson
+LDLIBS   := -pthread -luring -lmicrohttpd -ljansson -lseccomp
 
 # The modules and the program.
 LIB_SRC  := $(sort $(shell find src -name '*.c' ! -path 'src/vmm/main.c'))
@@ -43,7 +43,7 @@ FUZZ_OBJ := $(LIB_SRC:%.c=$(BUILD)/fuzz/obj/%.o)
 .PHONY: all vmm unit asan fuzz guest bench check format format-check clean
 all: vmm unit asan guest bench
 
-vmm: $(BUILD)/yun-vmm
+vmm: $(BUILD)/yun-vmm $(BUILD)/yun-vmm-sandbox-test
 unit: $(UNIT_BIN)
 asan: $(ASAN_BIN)
 fuzz: $(FUZZ_BIN)
@@ -57,6 +57,14 @@ $(BUILD)/libyun.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/yun-vmm: $(BUILD)/obj/src/vmm/main.o $(BUILD)/libyun.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# A test-only yun-vmm whose threads can be told to break their sandbox (tests/cli, api-vm).
+$(BUILD)/selftest/sandbox.o: src/vmm/sandbox.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DYUN_SANDBOX_SELFTEST -c $< -o $@
+
+$(BUILD)/yun-vmm-sandbox-test: $(BUILD)/obj/src/vmm/main.o $(BUILD)/selftest/sandbox.o $(BUILD)/libyun.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/unit/%: tests/unit/%.c $(UNIT_HELPERS) $(BUILD)/libyun.a

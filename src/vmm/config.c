@@ -96,6 +96,7 @@ void vm_config_usage(FILE *out)
 	    "                         or a virtio-console (hvc0; COM1 stays, its output is\n"
 	    "                         discarded)\n"
 	    "  --no-reboot            exit instead of resetting when the guest reboots\n"
+	    "  --no-sandbox           run without the seccomp filters (for debugging)\n"
 	    "  --config FILE          options from a JSON file, e.g. {\"kernel\": \"vmlinuz\",\n"
 	    "                         \"memory\": 256, \"disk\": [{\"path\": \"a.img\"}]};\n"
 	    "                         options on the command line add to them\n"
@@ -413,6 +414,7 @@ enum {
 	OPT_API_SOCKET,
 	OPT_CONFIG,
 	OPT_VSOCK,
+	OPT_NO_SANDBOX,
 	OPT_VERSION
 };
 
@@ -454,6 +456,7 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 	    {"api-socket", required_argument, NULL, OPT_API_SOCKET},
 	    {"config", required_argument, NULL, OPT_CONFIG},
 	    {"vsock", required_argument, NULL, OPT_VSOCK},
+	    {"no-sandbox", no_argument, NULL, OPT_NO_SANDBOX},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, OPT_VERSION},
@@ -539,6 +542,9 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 				return -EINVAL;
 			}
 			cfg->api_socket = optarg;
+			break;
+		case OPT_NO_SANDBOX:
+			cfg->no_sandbox = true;
 			break;
 		case OPT_CONFIG:
 			/* Applied before the other options (apply_config_file()); not nested. */

@@ -43,6 +43,7 @@ struct vm_config {
 	bool no_reboot;
 	bool verbose;
 	const char *api_socket; /* the control API's Unix socket */
+	bool no_sandbox;	/* no seccomp filters (debugging) */
 	/* Strings the configuration points into when it came from JSON (config_json.c). */
 	struct config_strings *strings;
 };

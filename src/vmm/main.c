@@ -13,6 +13,7 @@
 #include "vmm/api/api.h"
 #include "vmm/config.h"
 #include "vmm/console.h"
+#include "vmm/sandbox.h"
 #include "vmm/vm.h"
 #include "vmm/vmm.h"
 
@@ -97,6 +98,7 @@ int main(int argc, char **argv)
 	if (console_open(&cfg, &console))
 		return STATUS_CONFIG;
 	block_stop_signals(&stop_signals);
+	sandbox_set_enabled(!cfg.no_sandbox);
 	vmm_init(&vmm, &cfg, console);
 	if (cfg.api_socket && api_server_start(cfg.api_socket, &vmm, &api)) {
 		ret = STATUS_CONFIG;
@@ -108,6 +110,11 @@ int main(int argc, char **argv)
 		wait_for_start(&vmm, &stop_signals);
 	if (vmm_state(&vmm) == VMM_STOPPED) {
 		ret = STATUS_POWEROFF;
+		goto out;
+	}
+	/* From here on this thread builds VMs and serves their devices: see sandbox.h. */
+	if (sandbox_enter(SANDBOX_MAIN)) {
+		ret = STATUS_ERROR;
 		goto out;
 	}
 	why = vmm_run(&vmm);

@@ -11,6 +11,7 @@
 
 #include "common/log.h"
 #include "vmm/layout.h"
+#include "vmm/sandbox.h"
 #include "vmm/vm.h"
 
 /* The signal that kicks a vCPU thread out of KVM_RUN; its handler does nothing. */
@@ -333,6 +334,10 @@ static void *vcpu_thread(void *arg)
 	sigemptyset(&set);
 	sigaddset(&set, SIG_VCPU_KICK);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	if (sandbox_enter(SANDBOX_VCPU)) {
+		vm_request_stop(v->vm, VM_EXIT_ERROR);
+		return NULL;
+	}
 
 	while (vm_exit_reason(v->vm) == VM_RUNNING) {
 		vm_park_vcpu(v->vm);

@@ -111,4 +111,13 @@ expect "Stop (the guest ignores the button): 204" PUT /actions '{"action_type": 
 wait_exit $pid 30
 status=$?
 [ $status = 0 ] && ok "yun-vmm exits 0 after Stop" || not_ok "yun-vmm exits 0 after Stop # status $status"
+
+# The vCPU threads' filter bites too (the test-only build).
+out=$(YUN_SANDBOX_SELFTEST=vcpu timeout 60 "$BUILD/yun-vmm-sandbox-test" --kernel "$GUEST" --console none 2>&1)
+status=$?
+if [ $status = $((128 + 31)) ] && [[ $out == *"forbidden system call"* ]]; then
+	ok "sandbox: a forbidden call in a vCPU thread ends yun-vmm with SIGSYS"
+else
+	not_ok "sandbox: a forbidden call in a vCPU thread ends yun-vmm with SIGSYS # status $status: $out"
+fi
 echo "1..$n"

@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "vmm/sandbox.h"
 #include "vmm/vmm.h"
 
 #define API_MAX_BODY (64 * 1024)
@@ -678,6 +680,20 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	}
 }
 
+/* In a thread of its own: sandboxed as the API, then start the HTTP daemon's thread. */
+static void *start_daemon(void *arg)
+{
+	struct api_server *s = arg;
+
+	if (sandbox_enter(SANDBOX_API))
+		return NULL;
+	s->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL,
+				     on_request, s, MHD_OPTION_LISTEN_SOCKET, s->fd,
+				     MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+				     MHD_OPTION_CONNECTION_TIMEOUT, 60u, MHD_OPTION_END);
+	return NULL;
+}
+
 int api_server_start(const char *path, struct vmm *m, struct api_server **out)
 {
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
@@ -703,10 +719,11 @@ int api_server_start(const char *path, struct vmm *m, struct api_server **out)
 	}
 	if (bind(s->fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(s->fd, 16) < 0)
 		goto err_errno;
-	s->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL,
-				     on_request, s, MHD_OPTION_LISTEN_SOCKET, s->fd,
-				     MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-				     MHD_OPTION_CONNECTION_TIMEOUT, 60u, MHD_OPTION_END);
+	/* The daemon's thread inherits the filter of the thread that starts it. */
+	pthread_t starter;
+
+	if (pthread_create(&starter, NULL, start_daemon, s) == 0)
+		pthread_join(starter, NULL);
 	if (!s->daemon) {
 		log_error("--api-socket %s: the HTTP server did not start", path);
 		unlink(path);
