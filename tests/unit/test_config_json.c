@@ -1,0 +1,141 @@
+// SPDX-License-Identifier: MIT
+/*
+ * A VM's configuration as JSON (--config and the control API): the command line's options
+ * spelled as an object, parsed by the command line's own parser. Values of each JSON type,
+ * objects for --disk and --net, arrays to repeat an option, and every class of bad input with
+ * its message; the strings a configuration points into outlive the JSON and are freed.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "vmm/config.h"
+
+static int parse(struct vm_config *cfg, const char *json, char *err, size_t len)
+{
+	vm_config_defaults(cfg);
+	err[0] = '\0';
+	return vm_config_parse_json(cfg, json, strlen(json), err, len);
+}
+
+static void test_options_of_each_type(void **state)
+{
+	struct vm_config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(
+	    parse(&cfg,
+		  "{\"kernel\": \"vmlinuz\", \"memory\": 256, \"cpus\": 2, \"rng\": true,"
+		  " \"no-reboot\": false, \"cmdline\": \"console=ttyS0 quiet\"}",
+		  err, sizeof(err)),
+	    0);
+	assert_string_equal(cfg.kernel, "vmlinuz");
+	assert_int_equal(cfg.mem_mib, 256);
+	assert_int_equal(cfg.cpus, 2);
+	assert_true(cfg.rng);
+	assert_false(cfg.no_reboot);
+	assert_string_equal(cfg.cmdline, "console=ttyS0 quiet");
+	vm_config_free_strings(&cfg);
+	assert_null(cfg.strings);
+}
+
+static void test_objects_and_arrays(void **state)
+{
+	struct vm_config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(
+	    parse(&cfg,
+		  "{\"disk\": [{\"path\": \"a.img\"},"
+		  "            {\"path\": \"b.img\", \"readonly\": true, \"serial\": \"s1\"}],"
+		  " \"net\": {\"tap\": \"tap7\", \"mac\": \"52:54:00:aa:bb:cc\", \"bw\": 1000}}",
+		  err, sizeof(err)),
+	    0);
+	assert_int_equal(cfg.nr_disks, 2);
+	assert_string_equal(cfg.disks[0].path, "a.img");
+	assert_false(cfg.disks[0].readonly);
+	assert_string_equal(cfg.disks[1].path, "b.img");
+	assert_true(cfg.disks[1].readonly);
+	assert_string_equal(cfg.disks[1].serial, "s1");
+	assert_true(cfg.has_net);
+	assert_string_equal(cfg.net.tap, "tap7");
+	assert_int_equal(cfg.net.mac[3], 0xaa);
+	assert_int_equal(cfg.net.rate.bw, 1000);
+	vm_config_free_strings(&cfg);
+}
+
+/* Each bad input: refused with a message that names what is wrong. */
+static void test_bad_input(void **state)
+{
+	static const struct {
+		const char *json, *msg;
+	} cases[] = {
+	    {"{\"kernel\": ", "line 1"},
+	    {"[1]", "object"},
+	    {"{\"kernl\": \"x\"}", "--kernl"},
+	    {"{\"memory\": 7}", "--memory 7"},
+	    {"{\"memory\": 1.5}", "memory"},
+	    {"{\"memory\": null}", "memory"},
+	    {"{\"cpus\": [[1]]}", "nest"},
+	    {"{\"disk\": {\"path\": \"a,b\"}}", "commas"},
+	    {"{\"disk\": {\"path\": [\"a\"]}}", "path"},
+	    {"{\"disk\": {\"speed\": 1, \"path\": \"a\"}}", "speed"},
+	    {"{\"help\": true}", "help"},
+	    {"{\"version\": true}", "version"},
+	    {"{\"config\": \"other.json\"}", "cannot include another"},
+	    {"{\"api-socket\": \"s\"}", "command line"},
+	    {"{\"cpus\": 1, \"cpus\": 2}", "duplicate"},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct vm_config cfg;
+		char err[256];
+
+		if (parse(&cfg, cases[i].json, err, sizeof(err)) == 0 ||
+		    !strstr(err, cases[i].msg)) {
+			print_error("%s: got \"%s\", want a message with \"%s\"\n", cases[i].json,
+				    err, cases[i].msg);
+			fail();
+		}
+		vm_config_free_strings(&cfg);
+	}
+}
+
+/* A configuration applied on top of another adds to it, as the command line does. */
+static void test_layers(void **state)
+{
+	struct vm_config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(
+	    parse(&cfg, "{\"disk\": {\"path\": \"a.img\"}, \"memory\": 64}", err, sizeof(err)), 0);
+	const char *more = "{\"disk\": {\"path\": \"b.img\"}}";
+
+	assert_int_equal(vm_config_parse_json(&cfg, more, strlen(more), err, sizeof(err)), 0);
+	assert_int_equal(cfg.nr_disks, 2);
+	assert_string_equal(cfg.disks[0].path, "a.img");
+	assert_string_equal(cfg.disks[1].path, "b.img");
+	assert_int_equal(cfg.mem_mib, 64);
+	vm_config_free_strings(&cfg);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_options_of_each_type),
+	    cmocka_unit_test(test_objects_and_arrays),
+	    cmocka_unit_test(test_bad_input),
+	    cmocka_unit_test(test_layers),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
