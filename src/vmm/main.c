@@ -99,6 +99,11 @@ int main(int argc, char **argv)
 		return STATUS_CONFIG;
 	block_stop_signals(&stop_signals);
 	sandbox_set_enabled(!cfg.no_sandbox);
+	/* A VM configured through the API may get a tap, which needs CAP_NET_ADMIN to make. */
+	if (sandbox_drop_capabilities(cfg.has_net || cfg.api_socket)) {
+		console_close(console);
+		return STATUS_ERROR;
+	}
 	vmm_init(&vmm, &cfg, console);
 	if (cfg.api_socket && api_server_start(cfg.api_socket, &vmm, &api)) {
 		ret = STATUS_CONFIG;

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
 #include <pthread.h>
@@ -14,6 +15,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -231,6 +233,9 @@ int sandbox_enter(enum sandbox_role role)
 	if (!enabled)
 		return 0;
 	pthread_once(&once, install_sigsys_handler);
+	/* glibc reads /etc/localtime on the first time conversion (the RTC's gmtime_r() on a
+	 * vCPU thread): read it now, while files may still be opened. */
+	tzset();
 	ctx = seccomp_init(SCMP_ACT_TRAP);
 	if (!ctx)
 		return -ENOMEM;
@@ -264,5 +269,33 @@ int sandbox_enter(enum sandbox_role role)
 #ifdef YUN_SANDBOX_SELFTEST
 	selftest(role);
 #endif
+	return 0;
+}
+
+int sandbox_drop_capabilities(bool keep_net_admin)
+{
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct data[2] = {0};
+
+	if (!enabled)
+		return 0;
+	/* No capability can come back through exec or file capabilities: empty the bounding
+	 * and ambient sets (dropping from the bounding set needs CAP_SETPCAP, held until now). */
+	for (int cap = 0; cap <= CAP_LAST_CAP; cap++) {
+		if (keep_net_admin && cap == CAP_NET_ADMIN)
+			continue;
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL && errno != EPERM) {
+			log_error("sandbox: dropping capability %d: %s", cap, strerror(errno));
+			return -errno;
+		}
+	}
+	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+	if (keep_net_admin) {
+		data[0].effective = data[0].permitted = 1u << CAP_NET_ADMIN;
+	}
+	if (syscall(SYS_capset, &hdr, data) < 0) {
+		log_error("sandbox: capset: %s", strerror(errno));
+		return -errno;
+	}
 	return 0;
 }

@@ -23,5 +23,11 @@ void sandbox_set_enabled(bool on);
 bool sandbox_enabled(void);
 /* Install the calling thread's filter. Logs and returns -errno on failure. */
 int sandbox_enter(enum sandbox_role role);
+/*
+ * Drop every capability of the calling thread (and so of the threads it starts later), from
+ * the bounding set too, but CAP_NET_ADMIN when a tap may have to be created again after a
+ * guest reset. Called before any other thread starts.
+ */
+int sandbox_drop_capabilities(bool keep_net_admin);
 
 #endif

@@ -37,6 +37,18 @@ if grep -q ready "$dir/console.log" && wait_socket; then ok "the guest runs and 
 	echo "1..$n"
 	exit 1
 fi
+# The sandbox: every thread under a seccomp filter, no new privileges, no capability but
+# CAP_NET_ADMIN (bit 12: kept with --api-socket, whose configuration may add a tap).
+bad=
+for t in /proc/$pid/task/*; do
+	grep -q '^Seccomp:[[:space:]]*2$' "$t/status" || bad+=" $(basename "$t")"
+done
+[ -z "$bad" ] && [ "$(ls /proc/$pid/task | wc -l)" -ge 4 ] && ok "every thread runs under a seccomp filter" ||
+	not_ok "every thread runs under a seccomp filter # not:$bad"
+grep -q '^NoNewPrivs:[[:space:]]*1$' /proc/$pid/status && ok "no new privileges" || not_ok "no new privileges"
+caps=$(awk '/^Cap(Eff|Prm|Bnd|Amb|Inh):/ {printf "%s=%s ", $1, $2}' /proc/$pid/status)
+[ "$caps" = "CapInh:=0000000000000000 CapPrm:=0000000000001000 CapEff:=0000000000001000 CapBnd:=0000000000001000 CapAmb:=0000000000000000 " ] &&
+	ok "capabilities dropped but CAP_NET_ADMIN" || not_ok "capabilities dropped but CAP_NET_ADMIN # $caps"
 expect "GET /vm: Running, 2 vCPUs" GET /vm - 200 'j["state"] == "Running" and j["config"]["cpus"] == 2'
 expect "registers while running: 409, pause first" GET /vcpus/0/registers - 409 "$err and 'pause' in j['error']"
 expect "metrics: port I/O exits counted (the guest polls COM1), the rng listed" GET /metrics - 200 \
