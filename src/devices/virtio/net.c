@@ -376,6 +376,10 @@ static void net_rx(struct net_pair *p)
 		if (vq->avail->idx == seen)
 			break;
 	}
+	/* Buffers the driver adds matter only once a packet waits for them (net_queue_notify()):
+	 * until then its kicks are exits for nothing. */
+	if (!p->rx_waiting)
+		virtq_set_notification(vq, false);
 	if (delivered)
 		virtio_queue_notify_driver(d, RXQ(p->index));
 }

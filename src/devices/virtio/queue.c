@@ -213,6 +213,8 @@ void virtq_set_notification(struct virtq *q, bool enable)
 {
 	if (!q->ready)
 		return;
+	if (q->event_idx && !enable)
+		return; /* §2.7.10: avail_event left behind asks for no notification */
 	if (q->event_idx) {
 		/* avail_event, after the used ring: "notify me after this index". */
 		volatile uint16_t *avail_event = (volatile uint16_t *)&q->used->ring[q->size];
