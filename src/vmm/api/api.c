@@ -134,18 +134,9 @@ static json_t *config_json(const struct vm_config *cfg)
 	for (unsigned i = 0; i < cfg->nr_disks; i++) {
 		const struct blk_config *d = &cfg->disks[i];
 
-		static const char *const engines[] = {
-		    [BLK_ENGINE_AUTO] = "auto",
-		    [BLK_ENGINE_IO_URING] = "io_uring",
-		    [BLK_ENGINE_THREADS] = "threads",
-		    [BLK_ENGINE_SYNC] = "sync",
-		};
-
-		json_array_append_new(
-		    disks, json_pack("{s:s, s:b, s:s, s:s, s:b, s:I, s:I}", "path", d->path,
-				     "readonly", d->readonly, "serial", d->serial, "engine",
-				     engines[d->engine], "direct", d->direct, "bw",
-				     (json_int_t)d->rate.bw, "ops", (json_int_t)d->rate.ops));
+		json_array_append_new(disks,
+				      json_pack("{s:s, s:b, s:s}", "path", d->path, "readonly",
+						d->readonly, "serial", d->serial));
 	}
 	o = json_pack("{s:s?, s:s?, s:s, s:I, s:i, s:o, s:b, s:s}", "kernel", cfg->kernel, "initrd",
 		      cfg->initrd, "cmdline", vm_config_cmdline(cfg), "memory",
@@ -158,16 +149,9 @@ static json_t *config_json(const struct vm_config *cfg)
 
 		snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", a[0], a[1], a[2], a[3],
 			 a[4], a[5]);
-		json_object_set_new(
-		    o, "net",
-		    json_pack("{s:s, s:s, s:i, s:I, s:I}", "tap", cfg->net.tap, "mac", mac,
-			      "queues", cfg->net.queues ? (int)cfg->net.queues : 1, "bw",
-			      (json_int_t)cfg->net.rate.bw, "ops", (json_int_t)cfg->net.rate.ops));
+		json_object_set_new(o, "net",
+				    json_pack("{s:s, s:s}", "tap", cfg->net.tap, "mac", mac));
 	}
-	if (o && cfg->has_vsock)
-		json_object_set_new(o, "vsock",
-				    json_pack("{s:I, s:s}", "cid", (json_int_t)cfg->vsock.cid,
-					      "uds", cfg->vsock.uds));
 	return o;
 }
 
