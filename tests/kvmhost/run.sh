@@ -176,10 +176,15 @@ for attempt in 1 2 3; do
 			;;
 		esac
 	done < <(boot)
-	# Only a lock-up before the command printed anything is retried: a retry must not
-	# repeat output.
-	[ "$lockup" = 1 ] && [ "$output" = 0 ] && [ "$status" = 125 ] || break
-	echo "kvmhost: the KVM host locked up while booting (attempt $attempt); starting it again" >&2
+	# QEMU killed by --timeout (the KVM host wedged without a lock-up message: seen once, a
+	# command that printed nothing in 13 minutes).
+	timed_out=0
+	grep -q 'terminating on signal 15 from pid [0-9]* (timeout)' "$log" && timed_out=1
+	# Only a lock-up or time-out before the command printed anything is retried: a retry
+	# must not repeat output.
+	{ [ "$lockup" = 1 ] || [ "$timed_out" = 1 ]; } && [ "$output" = 0 ] && [ "$status" = 125 ] || break
+	[ "$attempt" -lt 3 ] || break
+	echo "kvmhost: the KVM host locked up or timed out before the command printed anything (attempt $attempt); starting it again" >&2
 done
 if [ "$lockup" = 1 ]; then
 	echo "kvmhost: the KVM host locked up (soft lockups in its kernel log)" >&2
