@@ -660,7 +660,7 @@ static void blk_serve(struct virtio_blk *b)
 	bool served = false, throttled = false;
 	int r;
 
-	if (d->broken || !(d->status & VIRTIO_STATUS_DRIVER_OK) || !vq->ready)
+	if (!virtio_queue_live(d, 0))
 		return;
 	for (;;) {
 		while ((r = virtq_pop(vq, &b->chain)) == 1) {

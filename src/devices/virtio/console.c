@@ -63,27 +63,6 @@ static uint64_t output(struct virtio_console *vc, const uint8_t *p, uint64_t len
 	return 0;
 }
 
-static bool serving(const struct virtio_dev *d, unsigned q)
-{
-	return !d->broken && (d->status & VIRTIO_STATUS_DRIVER_OK) && d->vqs[q].ready;
-}
-
-/*
- * The next chain of queue q, or 0 when there is none. Before giving up it asks the driver for a
- * notification and looks once more, for a chain made available meanwhile (§2.7.10).
- */
-static int pop(struct virtio_console *vc, unsigned q)
-{
-	struct virtq *vq = &vc->vdev.vqs[q];
-	int r = virtq_pop(vq, &vc->chain);
-
-	if (r == 0) {
-		virtq_set_notification(vq, true);
-		r = virtq_pop(vq, &vc->chain);
-	}
-	return r;
-}
-
 /* Write out one transmit chain, at most VIRTIO_CONSOLE_MAX_TX bytes of it. */
 static void tx_chain(struct virtio_console *vc, const struct virtq_chain *c)
 {
@@ -109,7 +88,7 @@ static void console_tx(struct virtio_console *vc)
 	bool served = false;
 	int r;
 
-	while ((r = pop(vc, TXQ)) == 1) {
+	while ((r = virtq_pop_or_arm(&vc->vdev.vqs[TXQ], &vc->chain)) == 1) {
 		/* §5.3.6.2: the transmit buffers are device-readable only. */
 		if (vc->chain.nr_in) {
 			virtio_dev_error(d, "transmit chain with a device-writable buffer");
@@ -153,9 +132,9 @@ static void console_rx(struct virtio_console *vc)
 	bool served = false;
 	int r = 0;
 
-	if (!serving(d, RXQ))
+	if (!virtio_queue_live(d, RXQ))
 		return;
-	while (vc->rx_len && (r = pop(vc, RXQ)) == 1) {
+	while (vc->rx_len && (r = virtq_pop_or_arm(&vc->vdev.vqs[RXQ], &vc->chain)) == 1) {
 		uint64_t n;
 
 		/* §5.3.6.1: the receive buffers are device-writable only. */
@@ -181,7 +160,7 @@ static void console_queue_notify(struct virtio_dev *d, unsigned q)
 
 	pthread_mutex_lock(&d->lock);
 	d->stat_notifications++;
-	if (q == TXQ && serving(d, TXQ))
+	if (q == TXQ && virtio_queue_live(d, TXQ))
 		console_tx(vc);
 	else if (q == RXQ)
 		console_rx(vc); /* new receive buffers, for input that waited */
@@ -222,7 +201,7 @@ static int console_activate(struct virtio_dev *d)
 {
 	/* Input may have arrived, and output been queued, before the driver was ready. */
 	console_rx(d->priv);
-	if (serving(d, TXQ))
+	if (virtio_queue_live(d, TXQ))
 		console_tx(d->priv);
 	return 0;
 }

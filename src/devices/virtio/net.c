@@ -120,11 +120,6 @@ static void net_config_write(struct virtio_dev *d, uint32_t offset, const void *
 	log_guest_error("%s: write to read-only configuration at %u ignored", d->id, offset);
 }
 
-static bool net_live(const struct virtio_dev *d, unsigned q)
-{
-	return !d->broken && (d->status & VIRTIO_STATUS_DRIVER_OK) && d->vqs[q].ready;
-}
-
 /* Transmit everything the guest queued on a pair: one writev per packet, from guest memory. */
 static void net_tx(struct net_pair *p)
 {
@@ -352,7 +347,7 @@ static void net_rx(struct net_pair *p)
 
 	if (p->index >= p->n->active_pairs)
 		return; /* not in service: packets wait until it is (or the tap steers none here) */
-	if (!net_live(d, RXQ(p->index))) {
+	if (!virtio_queue_live(d, RXQ(p->index))) {
 		p->rx_waiting = true;
 		return;
 	}
@@ -416,7 +411,7 @@ static void net_tx_unthrottled(void *opaque)
 	for (unsigned i = 0; i < n->active_pairs; i++) {
 		struct net_pair *p = &n->pairs[(first + i) % n->active_pairs];
 
-		if (net_live(&n->vdev, TXQ(p->index)))
+		if (virtio_queue_live(&n->vdev, TXQ(p->index)))
 			net_tx(p);
 	}
 }
@@ -483,7 +478,7 @@ static int set_active_pairs(struct virtio_net *n, unsigned pairs)
 
 		p->rx_waiting = true;
 		net_rx(p);
-		if (net_live(&n->vdev, TXQ(i)))
+		if (virtio_queue_live(&n->vdev, TXQ(i)))
 			net_tx(p);
 	}
 	return 0;
@@ -578,7 +573,7 @@ static void net_queue_notify(struct virtio_dev *d, unsigned q)
 		return;
 	pthread_mutex_lock(&d->lock);
 	d->stat_notifications++;
-	if (net_live(d, q)) {
+	if (virtio_queue_live(d, q)) {
 		if (q == ctrl_queue(n)) {
 			net_ctrl(n, q);
 		} else if (q / 2 < n->active_pairs) {

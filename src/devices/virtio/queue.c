@@ -209,6 +209,17 @@ bool virtq_should_notify(struct virtq *q)
 	return !valid || need_event(event, q->used_idx, old);
 }
 
+int virtq_pop_or_arm(struct virtq *q, struct virtq_chain *chain)
+{
+	int r = virtq_pop(q, chain);
+
+	if (r == 0) {
+		virtq_set_notification(q, true);
+		r = virtq_pop(q, chain);
+	}
+	return r;
+}
+
 void virtq_set_notification(struct virtq *q, bool enable)
 {
 	if (!q->ready)

@@ -105,6 +105,11 @@ int virtq_activate(struct virtq *q, const struct guest_mem *mem, uint64_t featur
  * -EINVAL when the driver broke a rule (the queue must not be used again until reset).
  */
 int virtq_pop(struct virtq *q, struct virtq_chain *chain);
+/*
+ * virtq_pop(), but before reporting an empty ring it asks the driver for a notification and
+ * looks once more, for a chain made available meanwhile (§2.7.10).
+ */
+int virtq_pop_or_arm(struct virtq *q, struct virtq_chain *chain);
 /* Give a chain back with len bytes written into its device-writable buffers. */
 void virtq_push(struct virtq *q, uint16_t head, uint32_t len);
 /* Whether the driver wants an interrupt now, per NO_INTERRUPT or used_event (§2.7.10). */

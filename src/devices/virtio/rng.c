@@ -55,7 +55,7 @@ static void rng_queue_notify(struct virtio_dev *d, unsigned q)
 
 	pthread_mutex_lock(&d->lock);
 	d->stat_notifications++;
-	if (q != 0 || d->broken || !(d->status & VIRTIO_STATUS_DRIVER_OK) || !vq->ready) {
+	if (q != 0 || !virtio_queue_live(d, q)) {
 		pthread_mutex_unlock(&d->lock);
 		return;
 	}

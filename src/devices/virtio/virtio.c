@@ -38,6 +38,11 @@ void virtio_queue_notify_driver(struct virtio_dev *d, unsigned q)
 		d->transport_ops->queue_interrupt(d->transport, q);
 }
 
+bool virtio_queue_live(const struct virtio_dev *d, unsigned q)
+{
+	return !d->broken && (d->status & VIRTIO_STATUS_DRIVER_OK) && d->vqs[q].ready;
+}
+
 void virtio_dev_error(struct virtio_dev *d, const char *fmt, ...)
 {
 	char msg[256];

@@ -102,6 +102,8 @@ void virtio_dev_init(struct virtio_dev *d, const struct virtio_dev_ops *ops, voi
 		     uint16_t queue_max_size);
 /* Whether the driver accepted feature bit `bit`. */
 bool virtio_has_feature(const struct virtio_dev *d, unsigned bit);
+/* Whether queue q may be served: the driver is ready, set the queue up, and broke no rule. */
+bool virtio_queue_live(const struct virtio_dev *d, unsigned q);
 /* Tell the driver that queue q has used buffers, if it wants to be told. */
 void virtio_queue_notify_driver(struct virtio_dev *d, unsigned q);
 /*

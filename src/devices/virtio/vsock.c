@@ -118,24 +118,6 @@ static uint64_t clock_ns(const struct virtio_vsock *vs)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-static bool serving(const struct virtio_dev *d, unsigned q)
-{
-	return !d->broken && (d->status & VIRTIO_STATUS_DRIVER_OK) && d->vqs[q].ready;
-}
-
-/* The next chain of queue q; before giving up, ask for a kick and look once more (§2.7.10). */
-static int pop(struct virtio_vsock *vs, unsigned q)
-{
-	struct virtq *vq = &vs->vdev.vqs[q];
-	int r = virtq_pop(vq, &vs->chain);
-
-	if (r == 0) {
-		virtq_set_notification(vq, true);
-		r = virtq_pop(vq, &vs->chain);
-	}
-	return r;
-}
-
 /* The part [off, off + len) of an iovec, as an iovec in dst; returns its entries. */
 static unsigned iov_range(const struct iovec *src, unsigned nr, uint64_t off, uint64_t len,
 			  struct iovec *dst)
@@ -613,7 +595,7 @@ static void vsock_tx(struct virtio_vsock *vs)
 	bool served = false;
 	int r;
 
-	while ((r = pop(vs, TXQ)) == 1) {
+	while ((r = virtq_pop_or_arm(&vs->vdev.vqs[TXQ], &vs->chain)) == 1) {
 		struct virtio_vsock_hdr h;
 
 		/* §5.10.6.2: a packet is header and payload, device-readable only. */
@@ -786,9 +768,10 @@ static void vsock_rx(struct virtio_vsock *vs)
 	bool served = false;
 	int r = 0;
 
-	if (!serving(d, RXQ))
+	if (!virtio_queue_live(d, RXQ))
 		return;
-	while ((vs->rst_len || vs->fifo_len) && (r = pop(vs, RXQ)) == 1) {
+	while ((vs->rst_len || vs->fifo_len) &&
+	       (r = virtq_pop_or_arm(&vs->vdev.vqs[RXQ], &vs->chain)) == 1) {
 		uint32_t len;
 
 		/* §5.10.6.1: receive buffers are device-writable, room for a header at least. */
@@ -1018,7 +1001,7 @@ static void vsock_queue_notify(struct virtio_dev *d, unsigned q)
 
 	pthread_mutex_lock(&d->lock);
 	d->stat_notifications++;
-	if (q == TXQ && serving(d, TXQ))
+	if (q == TXQ && virtio_queue_live(d, TXQ))
 		vsock_tx(vs);
 	else if (q == RXQ)
 		vsock_rx(vs); /* new receive buffers, for what waited */
