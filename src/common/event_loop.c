@@ -134,6 +134,8 @@ int event_loop_del(struct event_loop *l, int fd)
 /* Run the queued calls (the loop's lock held on entry and exit). */
 static void run_calls(struct event_loop *l)
 {
+	if (!l->calls)
+		return;
 	while (l->calls) {
 		struct event_call *c = l->calls;
 

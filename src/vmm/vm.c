@@ -556,7 +556,7 @@ int vm_pause(struct vm *vm)
 	int ret = 0;
 
 	pthread_mutex_lock(&vm->exit_lock);
-	vm->paused = true;
+	__atomic_store_n(&vm->paused, true, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&vm->exit_lock);
 	for (unsigned i = 0; i < vm->nr_vcpus; i++)
 		vcpu_kick(vm->vcpus[i]);
@@ -572,13 +572,17 @@ int vm_pause(struct vm *vm)
 void vm_resume(struct vm *vm)
 {
 	pthread_mutex_lock(&vm->exit_lock);
-	vm->paused = false;
+	__atomic_store_n(&vm->paused, false, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&vm->park_cond);
 	pthread_mutex_unlock(&vm->exit_lock);
 }
 
 void vm_park_vcpu(struct vm *vm)
 {
+	/* Every exit passes here: no lock unless a pause is asked for. A pause set after this
+	 * load still stops the vCPU: its kick makes the next KVM_RUN return at once. */
+	if (!__atomic_load_n(&vm->paused, __ATOMIC_ACQUIRE))
+		return;
 	pthread_mutex_lock(&vm->exit_lock);
 	if (vm->paused && vm->exit == VM_RUNNING) {
 		vm->parked++;

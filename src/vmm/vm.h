@@ -89,7 +89,8 @@ struct vm {
 	enum vm_exit exit;
 	int signal; /* for VM_EXIT_SIGNAL */
 
-	/* Pausing: vCPU threads park outside KVM_RUN while `paused`; guarded by exit_lock. */
+	/* Pausing: vCPU threads park outside KVM_RUN while `paused`; written under exit_lock,
+	 * read without it first (vm_park_vcpu()). */
 	pthread_cond_t park_cond;
 	bool paused;
 	unsigned parked; /* vCPU threads parked now */
