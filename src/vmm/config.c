@@ -24,18 +24,23 @@
 static __thread char *msg_buf;
 static __thread size_t msg_len;
 
-__attribute__((format(printf, 1, 2))) static void config_error(const char *fmt, ...)
+void vm_config_vmessage(char *buf, size_t len, const char *fmt, va_list ap)
 {
-	va_list ap;
-
-	va_start(ap, fmt);
-	if (msg_buf) {
-		vsnprintf(msg_buf, msg_len, fmt, ap);
+	if (buf) {
+		vsnprintf(buf, len, fmt, ap);
 	} else {
 		fputs("yun-vmm: ", stderr);
 		vfprintf(stderr, fmt, ap);
 		fputc('\n', stderr);
 	}
+}
+
+__attribute__((format(printf, 1, 2))) static void config_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vm_config_vmessage(msg_buf, msg_len, fmt, ap);
 	va_end(ap);
 }
 

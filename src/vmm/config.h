@@ -6,6 +6,7 @@
 #ifndef YUN_VMM_CONFIG_H
 #define YUN_VMM_CONFIG_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -63,6 +64,13 @@ int vm_config_validate(const struct vm_config *cfg);
 int vm_config_parse_args_msg(struct vm_config *cfg, int argc, char **argv, char *err,
 			     size_t errlen);
 int vm_config_validate_msg(const struct vm_config *cfg, char *err, size_t errlen);
+
+/*
+ * A message about a configuration: into buf (len bytes) when there is one, else one line on
+ * stderr after "yun-vmm: ". Every message of config.c and config_json.c goes through it.
+ */
+void vm_config_vmessage(char *buf, size_t len, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 /*
  * A configuration as JSON (config_json.c): an object whose keys are the long options and

@@ -42,13 +42,7 @@ __attribute__((format(printf, 2, 3))) static int fail(struct builder *b, const c
 	va_list ap;
 
 	va_start(ap, fmt);
-	if (b->err) {
-		vsnprintf(b->err, b->errlen, fmt, ap);
-	} else {
-		fputs("yun-vmm: ", stderr);
-		vfprintf(stderr, fmt, ap);
-		fputc('\n', stderr);
-	}
+	vm_config_vmessage(b->err, b->errlen, fmt, ap);
 	va_end(ap);
 	return -EINVAL;
 }
