@@ -50,17 +50,6 @@ static void signal_ignore_sigpipe(void)
 	sigaction(SIGPIPE, &sa, NULL);
 }
 
-/* SIGINT, SIGTERM and SIGHUP stop the VM: blocked in every thread, taken by the VM's
- * signalfd while it runs, or by main() while it waits for the API to start the VM. */
-static void block_stop_signals(sigset_t *set)
-{
-	sigemptyset(set);
-	sigaddset(set, SIGINT);
-	sigaddset(set, SIGTERM);
-	sigaddset(set, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, set, NULL);
-}
-
 /* Before InstanceStart: wait for it, or for a stop signal (the API's Stop, or one of ours). */
 static void wait_for_start(struct vmm *m, const sigset_t *stop_signals)
 {
@@ -97,7 +86,9 @@ int main(int argc, char **argv)
 		log_set_level(LOG_DEBUG);
 	if (console_open(&cfg, &console))
 		return STATUS_CONFIG;
-	block_stop_signals(&stop_signals);
+	/* Blocked in every thread from here: the VM's signalfd takes them while it runs, and
+	 * wait_for_start() while the API has yet to start it. */
+	vm_block_stop_signals(&stop_signals);
 	sandbox_set_enabled(!cfg.no_sandbox);
 	/* A VM configured through the API may get a tap, which needs CAP_NET_ADMIN to make. */
 	if (sandbox_drop_capabilities(cfg.has_net || cfg.api_socket)) {

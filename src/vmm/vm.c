@@ -640,18 +640,23 @@ static int attach_console(struct vm *vm)
 	return console_attach(vm->console, &vm->loop, serial_sink, vm->serial, on_console_quit, vm);
 }
 
+void vm_block_stop_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, set, NULL);
+}
+
 enum vm_exit vm_run(struct vm *vm)
 {
 	sigset_t stop_signals;
 	unsigned started = 0;
 	int err;
 
-	/* SIGINT, SIGTERM and SIGHUP become events of the loop: the VM stops cleanly. */
-	sigemptyset(&stop_signals);
-	sigaddset(&stop_signals, SIGINT);
-	sigaddset(&stop_signals, SIGTERM);
-	sigaddset(&stop_signals, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+	/* The stop signals become events of the loop: the VM stops cleanly. */
+	vm_block_stop_signals(&stop_signals);
 	vm->signal_fd = signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK);
 	err = vm->signal_fd < 0 ? -errno : 0;
 	if (!err)

@@ -9,6 +9,7 @@
 
 #include <linux/kvm.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -101,6 +102,11 @@ struct vm {
  * virtio-console, as cfg says) connected to `console`. Logs and returns -errno on failure.
  */
 int vm_create(const struct vm_config *cfg, struct console *console, struct vm **out);
+/*
+ * Block SIGINT, SIGTERM and SIGHUP, the signals that stop a VM, in the calling thread (and the
+ * threads it starts), and give their set: vm_run() takes them through a signalfd.
+ */
+void vm_block_stop_signals(sigset_t *set);
 /* Start the vCPUs and serve devices until the VM stops; returns why it stopped. */
 enum vm_exit vm_run(struct vm *vm);
 void vm_destroy(struct vm *vm);

@@ -95,7 +95,6 @@ enum vm_exit vmm_run(struct vmm *m)
 		why = vm_run(vm);
 
 		pthread_mutex_lock(&m->lock);
-		m->exit = why;
 		m->exit_signal = vm->signal;
 		m->vm = NULL;
 		pthread_mutex_unlock(&m->lock);

@@ -615,10 +615,7 @@ static enum MHD_Result send_reply(struct MHD_Connection *c, struct reply rep)
 		json_decref(rep.body);
 	}
 	if (text) {
-		size_t len = strlen(text);
-
-		text[len] = '\0';
-		resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+		resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
 		if (resp)
 			MHD_add_response_header(resp, "Content-Type", "application/json");
 	} else {
