@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/event_loop.h"
 #include "common/log.h"
 
@@ -95,10 +96,7 @@ uint64_t tb_wait_ns(const struct token_bucket *tb, uint64_t n, uint64_t now)
 
 uint64_t rate_limit_clock(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
+	return monotonic_ns();
 }
 
 static void on_timer(void *opaque, uint32_t events)

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "common/snapshot_file.h"
 #include "vmm/layout.h"
 
 /* ACPI 6.x §4.8.3: PM1 status and enable bits, PM1 control bits. */
@@ -181,4 +182,36 @@ void acpi_pm_destroy(struct acpi_pm *pm)
 	io_bus_unregister(pm->pio, PORT_ACPI_PM_TMR, pm);
 	pthread_mutex_destroy(&pm->lock);
 	free(pm);
+}
+
+/* Snapshots: the PM1 event and control registers (the PM timer follows the host's clock). */
+struct acpi_pm_state {
+	uint16_t sts, en, cnt;
+};
+
+void acpi_pm_save(struct acpi_pm *pm, struct snap_writer *w)
+{
+	struct acpi_pm_state st;
+
+	pthread_mutex_lock(&pm->lock);
+	st = (struct acpi_pm_state){pm->sts, pm->en, pm->cnt};
+	pthread_mutex_unlock(&pm->lock);
+	snap_put(w, "acpi_pm", &st, sizeof(st));
+}
+
+int acpi_pm_load(struct acpi_pm *pm, const struct snap_reader *r)
+{
+	struct acpi_pm_state st;
+	int err = snap_get(r, "acpi_pm", &st, sizeof(st));
+
+	if (err)
+		return err;
+	pthread_mutex_lock(&pm->lock);
+	pm->sts = st.sts;
+	pm->en = st.en;
+	pm->cnt = (uint16_t)((st.cnt & ~PM1_CNT_SLP_EN) | PM1_CNT_SCI_EN);
+	pm->line = 0;
+	update_sci(pm);
+	pthread_mutex_unlock(&pm->lock);
+	return 0;
 }

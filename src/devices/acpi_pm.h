@@ -12,6 +12,9 @@
 #include "devices/bus.h"
 #include "devices/irq.h"
 
+struct snap_writer;
+struct snap_reader;
+
 struct acpi_pm;
 
 int acpi_pm_create(struct io_bus *pio, struct irq_host *ih, void (*poweroff)(void *ctx), void *ctx,
@@ -19,5 +22,9 @@ int acpi_pm_create(struct io_bus *pio, struct irq_host *ih, void (*poweroff)(voi
 void acpi_pm_destroy(struct acpi_pm *pm);
 /* Press the power button: PWRBTN_STS, and an SCI if the guest enabled it. */
 void acpi_pm_power_button(struct acpi_pm *pm);
+
+/* Snapshots (section "acpi_pm"). */
+void acpi_pm_save(struct acpi_pm *pm, struct snap_writer *w);
+int acpi_pm_load(struct acpi_pm *pm, const struct snap_reader *r);
 
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/snapshot_file.h"
 #include "vmm/layout.h"
 
 #define KBD_IRQ 1
@@ -281,4 +282,48 @@ void i8042_destroy(struct i8042 *k)
 	io_bus_unregister(k->pio, PORT_I8042_CMD, k);
 	pthread_mutex_destroy(&k->lock);
 	free(k);
+}
+
+/* Snapshots: the command byte, the status, a command half given, the output queue. */
+struct i8042_state {
+	uint8_t cmd_byte, status, pending_cmd, pad;
+	uint8_t out[QUEUE];
+	uint32_t out_head, out_count;
+};
+
+void i8042_save(struct i8042 *k, struct snap_writer *w)
+{
+	struct i8042_state st = {0};
+
+	pthread_mutex_lock(&k->lock);
+	st.cmd_byte = k->cmd_byte;
+	st.status = k->status;
+	st.pending_cmd = k->pending_cmd;
+	memcpy(st.out, k->out, sizeof(st.out));
+	st.out_head = k->out_head;
+	st.out_count = k->out_count;
+	pthread_mutex_unlock(&k->lock);
+	snap_put(w, "i8042", &st, sizeof(st));
+}
+
+int i8042_load(struct i8042 *k, const struct snap_reader *r)
+{
+	struct i8042_state st;
+	int err = snap_get(r, "i8042", &st, sizeof(st));
+
+	if (err)
+		return err;
+	if (st.out_head >= QUEUE || st.out_count > QUEUE)
+		return -EINVAL;
+	pthread_mutex_lock(&k->lock);
+	k->cmd_byte = st.cmd_byte;
+	k->status = st.status;
+	k->pending_cmd = st.pending_cmd;
+	memcpy(k->out, st.out, sizeof(k->out));
+	k->out_head = st.out_head;
+	k->out_count = st.out_count;
+	k->line = 0;
+	update_irq(k);
+	pthread_mutex_unlock(&k->lock);
+	return 0;
 }

@@ -10,6 +10,9 @@
 #include "devices/bus.h"
 #include "devices/irq.h"
 
+struct snap_writer;
+struct snap_reader;
+
 struct i8042;
 
 int i8042_create(struct io_bus *pio, struct irq_host *ih, void (*reset)(void *ctx), void *ctx,
@@ -17,5 +20,9 @@ int i8042_create(struct io_bus *pio, struct irq_host *ih, void (*reset)(void *ct
 void i8042_destroy(struct i8042 *k);
 /* Press and release Ctrl-Alt-Del on the keyboard (scan code set 1), for guests without ACPI. */
 int i8042_send_ctrl_alt_del(struct i8042 *k);
+
+/* Snapshots (section "i8042"). */
+void i8042_save(struct i8042 *k, struct snap_writer *w);
+int i8042_load(struct i8042 *k, const struct snap_reader *r);
 
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/snapshot_file.h"
 #include "vmm/layout.h"
 
 /*
@@ -393,4 +394,78 @@ void pci_bus_assign_bars(struct pci_bus *bus)
 		update_bars(d);
 	}
 	pthread_mutex_unlock(&bus->lock);
+}
+
+/* Snapshots: the address register and every function's configuration space. */
+struct pci_bus_state {
+	uint32_t config_address;
+	uint32_t present; /* slots with a function */
+	uint8_t cfg[PCI_MAX_SLOTS][256];
+};
+
+static uint32_t present_slots(const struct pci_bus *bus)
+{
+	uint32_t mask = 0;
+
+	for (unsigned s = 0; s < PCI_MAX_SLOTS; s++) {
+		if (bus->slots[s])
+			mask |= 1u << s;
+	}
+	return mask;
+}
+
+int pci_bus_save(struct pci_bus *bus, struct snap_writer *w)
+{
+	struct pci_bus_state *st = calloc(1, sizeof(*st));
+
+	if (!st)
+		return -ENOMEM;
+	pthread_mutex_lock(&bus->lock);
+	st->config_address = bus->config_address;
+	st->present = present_slots(bus);
+	for (unsigned s = 0; s < PCI_MAX_SLOTS; s++) {
+		if (bus->slots[s])
+			memcpy(st->cfg[s], bus->slots[s]->cfg, 256);
+	}
+	pthread_mutex_unlock(&bus->lock);
+	snap_put(w, "pci", st, sizeof(*st));
+	free(st);
+	return 0;
+}
+
+int pci_bus_load(struct pci_bus *bus, const struct snap_reader *r)
+{
+	struct pci_bus_state *st = calloc(1, sizeof(*st));
+	int err;
+
+	if (!st)
+		return -ENOMEM;
+	err = snap_get(r, "pci", st, sizeof(*st));
+	if (!err && st->present != present_slots(bus)) {
+		log_error("%s: PCI slots %#x in the snapshot, %#x configured", r->path, st->present,
+			  present_slots(bus));
+		err = -EINVAL;
+	}
+	if (err) {
+		free(st);
+		return err;
+	}
+	pthread_mutex_lock(&bus->lock);
+	bus->config_address = st->config_address;
+	for (unsigned s = 0; s < PCI_MAX_SLOTS; s++) {
+		struct pci_dev *d = bus->slots[s];
+
+		if (!d)
+			continue;
+		/* What the guest could write, and nothing else: the device stays what it is. */
+		for (unsigned i = 0; i < 256; i++) {
+			uint8_t keep = (uint8_t) ~(d->wmask[i] | d->w1cmask[i]);
+
+			d->cfg[i] = (uint8_t)((d->cfg[i] & keep) | (st->cfg[s][i] & ~keep));
+		}
+		update_bars(d);
+	}
+	pthread_mutex_unlock(&bus->lock);
+	free(st);
+	return 0;
 }

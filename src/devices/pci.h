@@ -41,6 +41,8 @@
 
 struct pci_dev;
 struct pci_bus;
+struct snap_writer;
+struct snap_reader;
 
 struct pci_dev_ops {
 	/* After a configuration write has been applied (masks and all), for side effects. */
@@ -127,5 +129,9 @@ static inline void pci_set(uint8_t *p, unsigned size, uint32_t v)
 	for (unsigned i = 0; i < size; i++)
 		p[i] = (uint8_t)(v >> (8 * i));
 }
+
+/* Snapshots (section "pci"): restoring maps the BARs where the guest had them. */
+int pci_bus_save(struct pci_bus *bus, struct snap_writer *w);
+int pci_bus_load(struct pci_bus *bus, const struct snap_reader *r);
 
 #endif

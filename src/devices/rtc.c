@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/snapshot_file.h"
 #include "vmm/layout.h"
 
 /* Register indices (MC146818A datasheet; the century byte is the PC's convention). */
@@ -183,4 +184,38 @@ void rtc_destroy(struct rtc *r)
 	io_bus_unregister(r->pio, PORT_RTC, r);
 	pthread_mutex_destroy(&r->lock);
 	free(r);
+}
+
+/*
+ * Snapshots: the index and the CMOS bytes. The time itself is read from the host's clock, so
+ * a restored guest sees the time of day move on (as its wall clock would).
+ */
+struct rtc_state {
+	uint8_t index;
+	uint8_t cmos[128];
+};
+
+void rtc_save(struct rtc *r, struct snap_writer *w)
+{
+	struct rtc_state st;
+
+	pthread_mutex_lock(&r->lock);
+	st.index = r->index;
+	memcpy(st.cmos, r->cmos, sizeof(st.cmos));
+	pthread_mutex_unlock(&r->lock);
+	snap_put(w, "rtc", &st, sizeof(st));
+}
+
+int rtc_load(struct rtc *r, const struct snap_reader *sr)
+{
+	struct rtc_state st;
+	int err = snap_get(sr, "rtc", &st, sizeof(st));
+
+	if (err)
+		return err;
+	pthread_mutex_lock(&r->lock);
+	r->index = st.index & 0x7f;
+	memcpy(r->cmos, st.cmos, sizeof(r->cmos));
+	pthread_mutex_unlock(&r->lock);
+	return 0;
 }

@@ -12,11 +12,18 @@
 
 #include "devices/bus.h"
 
+struct snap_writer;
+struct snap_reader;
+
 struct rtc;
 
 int rtc_create(struct io_bus *pio, struct rtc **out);
 void rtc_destroy(struct rtc *r);
 /* For tests: the seconds since the epoch that the clock shows (default: the host's time). */
 void rtc_set_clock(struct rtc *r, int64_t (*now)(void));
+
+/* Snapshots (section "rtc"). */
+void rtc_save(struct rtc *r, struct snap_writer *w);
+int rtc_load(struct rtc *r, const struct snap_reader *sr);
 
 #endif

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/snapshot_file.h"
 
 #define FIFO_SIZE 16
 
@@ -359,4 +360,66 @@ void serial_destroy(struct serial *s)
 	io_bus_unregister(s->pio, s->base, s);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
+}
+
+/* Snapshots: the registers, the receive FIFO and the pending interrupts. */
+struct serial_state {
+	uint8_t ier, lcr, mcr, lsr, msr, scr, fcr, dll, dlm;
+	uint8_t thr_interrupt, timeout_interrupt;
+	uint8_t rx[FIFO_SIZE];
+	uint32_t rx_head, rx_count;
+};
+
+void serial_save(struct serial *s, struct snap_writer *w)
+{
+	struct serial_state st = {0};
+
+	pthread_mutex_lock(&s->lock);
+	st = (struct serial_state){s->ier,
+				   s->lcr,
+				   s->mcr,
+				   s->lsr,
+				   s->msr,
+				   s->scr,
+				   s->fcr,
+				   s->dll,
+				   s->dlm,
+				   s->thr_interrupt,
+				   s->timeout_interrupt};
+	memcpy(st.rx, s->rx, sizeof(st.rx));
+	st.rx_head = s->rx_head;
+	st.rx_count = s->rx_count;
+	pthread_mutex_unlock(&s->lock);
+	snap_put(w, "serial", &st, sizeof(st));
+}
+
+int serial_load(struct serial *s, const struct snap_reader *r)
+{
+	struct serial_state st;
+	int err = snap_get(r, "serial", &st, sizeof(st));
+
+	if (err)
+		return err;
+	if (st.rx_head >= FIFO_SIZE || st.rx_count > FIFO_SIZE)
+		return -EINVAL;
+	pthread_mutex_lock(&s->lock);
+	s->ier = st.ier;
+	s->lcr = st.lcr;
+	s->mcr = st.mcr;
+	s->lsr = st.lsr;
+	s->msr = st.msr;
+	s->scr = st.scr;
+	s->fcr = st.fcr;
+	s->dll = st.dll;
+	s->dlm = st.dlm;
+	s->thr_interrupt = st.thr_interrupt;
+	s->timeout_interrupt = st.timeout_interrupt;
+	memcpy(s->rx, st.rx, sizeof(s->rx));
+	s->rx_head = st.rx_head;
+	s->rx_count = st.rx_count;
+	/* KVM's irqchip came back with the pins' state; drive the line from low again. */
+	s->line = 0;
+	update_irq(s);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
 }

@@ -14,6 +14,9 @@
 #include "devices/bus.h"
 #include "devices/irq.h"
 
+struct snap_writer;
+struct snap_reader;
+
 struct serial;
 
 /* out_fd < 0 discards the output. */
@@ -24,5 +27,9 @@ void serial_destroy(struct serial *s);
 size_t serial_input(struct serial *s, const uint8_t *buf, size_t len);
 /* Whether the receive FIFO has room. */
 bool serial_wants_input(struct serial *s);
+
+/* Snapshots (section "serial"). */
+void serial_save(struct serial *s, struct snap_writer *w);
+int serial_load(struct serial *s, const struct snap_reader *r);
 
 #endif

@@ -105,6 +105,9 @@ void vm_config_usage(FILE *out)
 	    "  --config FILE          options from a JSON file, e.g. {\"kernel\": \"vmlinuz\",\n"
 	    "                         \"memory\": 256, \"disk\": [{\"path\": \"a.img\"}]};\n"
 	    "                         options on the command line add to them\n"
+	    "  --restore DIR          go on from the snapshot in DIR (PUT /snapshot/create\n"
+	    "                         wrote it) instead of booting: the same machine,\n"
+	    "                         DIR/config.json, its memory mapped copy-on-write\n"
 	    "  --api-socket PATH      serve the control API (HTTP/JSON) on this Unix socket;\n"
 	    "                         without --kernel, wait for it to configure and start\n"
 	    "                         the VM (docs/api.md)\n"
@@ -418,6 +421,7 @@ enum {
 	OPT_NET,
 	OPT_API_SOCKET,
 	OPT_CONFIG,
+	OPT_RESTORE,
 	OPT_VSOCK,
 	OPT_NO_SANDBOX,
 	OPT_VERSION
@@ -426,22 +430,41 @@ enum {
 /* Nesting: a --config file's options are parsed by the same function, one level down. */
 static __thread int parse_depth;
 
-/* --config FILE (or --config=FILE) anywhere in argv, applied before the other options. */
+/*
+ * --config FILE (or --config=FILE) anywhere in argv, applied before the other options; or
+ * --restore DIR, whose configuration is DIR/config.json.
+ */
 static int apply_config_file(struct vm_config *cfg, int argc, char **argv)
 {
-	for (int i = 1; i < argc; i++) {
-		const char *path = NULL;
+	const char *path = NULL, *restore = NULL;
+	char buf[4096];
 
-		if (!strcmp(argv[i], "--"))
+	for (int i = 1; i < argc; i++) {
+		const char *arg = argv[i];
+		const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (!strcmp(arg, "--"))
 			break;
-		if (!strcmp(argv[i], "--config") && i + 1 < argc)
-			path = argv[i + 1];
-		else if (!strncmp(argv[i], "--config=", 9))
-			path = argv[i] + 9;
-		if (path)
-			return vm_config_load_file(cfg, path);
+		if (!strncmp(arg, "--config=", 9))
+			path = arg + 9;
+		else if (!strcmp(arg, "--config") && val)
+			path = val;
+		else if (!strncmp(arg, "--restore=", 10))
+			restore = arg + 10;
+		else if (!strcmp(arg, "--restore") && val)
+			restore = val;
 	}
-	return 0;
+	if (path && restore) {
+		config_error("--restore DIR takes its configuration from DIR/config.json: no "
+			     "--config with it");
+		return -EINVAL;
+	}
+	if (restore) {
+		snprintf(buf, sizeof(buf), "%s/config.json", restore);
+		cfg->restore = restore;
+		path = buf;
+	}
+	return path ? vm_config_load_file(cfg, path) : 0;
 }
 
 int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
@@ -460,6 +483,7 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 	    {"net", required_argument, NULL, OPT_NET},
 	    {"api-socket", required_argument, NULL, OPT_API_SOCKET},
 	    {"config", required_argument, NULL, OPT_CONFIG},
+	    {"restore", required_argument, NULL, OPT_RESTORE},
 	    {"vsock", required_argument, NULL, OPT_VSOCK},
 	    {"no-sandbox", no_argument, NULL, OPT_NO_SANDBOX},
 	    {"verbose", no_argument, NULL, 'v'},
@@ -552,6 +576,7 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 			cfg->no_sandbox = true;
 			break;
 		case OPT_CONFIG:
+		case OPT_RESTORE:
 			/* Applied before the other options (apply_config_file()); not nested. */
 			if (parse_depth > 0) {
 				config_error("config: a configuration cannot include another");

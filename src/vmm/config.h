@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+struct json_t;
+
 #include "devices/virtio/blk.h"
 #include "devices/virtio/net.h"
 #include "devices/virtio/vsock.h"
@@ -45,6 +47,7 @@ struct vm_config {
 	bool verbose;
 	const char *api_socket; /* the control API's Unix socket */
 	bool no_sandbox;	/* no seccomp filters (debugging) */
+	const char *restore;	/* a snapshot directory to go on from, instead of booting */
 	/* Strings the configuration points into when it came from JSON (config_json.c). */
 	struct config_strings *strings;
 };
@@ -81,6 +84,11 @@ void vm_config_vmessage(char *buf, size_t len, const char *fmt, va_list ap)
 int vm_config_load_file(struct vm_config *cfg, const char *path);
 int vm_config_parse_json(struct vm_config *cfg, const char *text, size_t len, char *err,
 			 size_t errlen);
+/*
+ * The VM's part of a configuration (not the process's: console, API socket, sandbox) as a JSON
+ * object that --config reads back to the same VM: GET /vm shows it, a snapshot keeps it.
+ */
+struct json_t *vm_config_to_json(const struct vm_config *cfg);
 /* Free the strings a JSON configuration left in cfg (after its last use). */
 void vm_config_free_strings(struct vm_config *cfg);
 void vm_config_usage(FILE *out);

@@ -242,3 +242,71 @@ void vm_config_free_strings(struct vm_config *cfg)
 		free(s);
 	}
 }
+
+/* A rate limit's keys, as --disk and --net spell them. */
+static void put_rate(json_t *o, const struct rate_limit_config *r)
+{
+	if (r->bw)
+		json_object_set_new(o, "bw", json_integer((json_int_t)r->bw));
+	if (r->ops)
+		json_object_set_new(o, "ops", json_integer((json_int_t)r->ops));
+}
+
+static const char *const engine_names[] = {
+    [BLK_ENGINE_IO_URING] = "io_uring",
+    [BLK_ENGINE_THREADS] = "threads",
+    [BLK_ENGINE_SYNC] = "sync",
+};
+
+json_t *vm_config_to_json(const struct vm_config *cfg)
+{
+	json_t *o = json_object(), *disks = json_array();
+
+	if (!o || !disks) {
+		json_decref(o);
+		json_decref(disks);
+		return NULL;
+	}
+	if (cfg->kernel)
+		json_object_set_new(o, "kernel", json_string(cfg->kernel));
+	if (cfg->initrd)
+		json_object_set_new(o, "initrd", json_string(cfg->initrd));
+	json_object_set_new(o, "cmdline", json_string(vm_config_cmdline(cfg)));
+	json_object_set_new(o, "memory", json_integer((json_int_t)cfg->mem_mib));
+	json_object_set_new(o, "cpus", json_integer(cfg->cpus));
+	for (unsigned i = 0; i < cfg->nr_disks; i++) {
+		const struct blk_config *d = &cfg->disks[i];
+		json_t *disk = json_pack("{s:s, s:b, s:s, s:b}", "path", d->path, "readonly",
+					 d->readonly, "serial", d->serial, "direct", d->direct);
+
+		if (disk && d->engine != BLK_ENGINE_AUTO)
+			json_object_set_new(disk, "engine", json_string(engine_names[d->engine]));
+		if (disk)
+			put_rate(disk, &d->rate);
+		json_array_append_new(disks, disk);
+	}
+	json_object_set_new(o, "disk", disks);
+	json_object_set_new(o, "rng", json_boolean(cfg->rng));
+	if (cfg->has_net && cfg->net.tap[0]) {
+		const uint8_t *a = cfg->net.mac;
+		char mac[18];
+		json_t *net;
+
+		snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", a[0], a[1], a[2], a[3],
+			 a[4], a[5]);
+		net = json_pack("{s:s, s:s, s:i}", "tap", cfg->net.tap, "mac", mac, "queues",
+				cfg->net.queues ? (int)cfg->net.queues : 1);
+		if (net)
+			put_rate(net, &cfg->net.rate);
+		json_object_set_new(o, "net", net);
+	}
+	if (cfg->has_vsock)
+		json_object_set_new(o, "vsock",
+				    json_pack("{s:I, s:s}", "cid", (json_int_t)cfg->vsock.cid,
+					      "uds", cfg->vsock.uds));
+	json_object_set_new(
+	    o, "console-device",
+	    json_string(cfg->console_device == CONSOLE_DEVICE_VIRTIO ? "virtio" : "serial"));
+	json_object_set_new(o, "no-reboot", json_boolean(cfg->no_reboot));
+	return o;
+}

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -24,45 +25,126 @@ int gm_add_region(struct guest_mem *m, uint64_t gpa, uint64_t size, void *hva)
 	return 0;
 }
 
-int gm_init(struct guest_mem *m, uint64_t ram_size)
+/* Map fd (ram_size bytes) as the guest's RAM, laid out per layout.h; m->memfd takes fd. */
+static int map_ram(struct guest_mem *m, uint64_t ram_size, int fd, int flags)
 {
 	uint64_t low = ram_size < LAYOUT_RAM_BELOW_4G ? ram_size : LAYOUT_RAM_BELOW_4G;
 	uint64_t high = ram_size - low;
 	uint8_t *base;
 	int err;
 
-	memset(m, 0, sizeof(*m));
-	m->memfd = -1;
-	if (ram_size == 0 || ram_size % (2 * MiB))
-		return -EINVAL;
-	m->memfd = memfd_create("yun-guest-ram", MFD_CLOEXEC);
-	if (m->memfd < 0)
-		return -errno;
-	if (ftruncate(m->memfd, (off_t)ram_size) < 0)
-		goto err_errno;
-	/* One mapping of the whole memfd; regions are windows into it. */
-	base =
-	    mmap(NULL, ram_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, m->memfd, 0);
-	if (base == MAP_FAILED)
-		goto err_errno;
-	/* Guest RAM is not worth a core dump, and must not be merged behind the guest's back. */
+	/* One mapping of the whole file; regions are windows into it. */
+	base = mmap(NULL, ram_size, PROT_READ | PROT_WRITE, flags | MAP_NORESERVE, fd, 0);
+	if (base == MAP_FAILED) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	/* Guest RAM is not worth a core dump. */
 	madvise(base, ram_size, MADV_DONTDUMP);
+	m->memfd = fd;
 	err = gm_add_region(m, 0, low, base);
 	if (!err && high)
 		err = gm_add_region(m, LAYOUT_4G, high, base + low);
 	if (err) {
 		munmap(base, ram_size);
-		close(m->memfd);
+		close(fd);
+		memset(m, 0, sizeof(*m));
 		m->memfd = -1;
+	}
+	return err;
+}
+
+int gm_init(struct guest_mem *m, uint64_t ram_size)
+{
+	int fd, err;
+
+	memset(m, 0, sizeof(*m));
+	m->memfd = -1;
+	if (ram_size == 0 || ram_size % (2 * MiB))
+		return -EINVAL;
+	fd = memfd_create("yun-guest-ram", MFD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)ram_size) < 0) {
+		err = -errno;
+		close(fd);
 		return err;
 	}
-	return 0;
+	return map_ram(m, ram_size, fd, MAP_SHARED);
+}
 
-err_errno:
-	err = -errno;
-	close(m->memfd);
+int gm_init_file(struct guest_mem *m, uint64_t ram_size, int fd)
+{
+	struct stat st;
+
+	memset(m, 0, sizeof(*m));
 	m->memfd = -1;
-	return err;
+	if (ram_size == 0 || ram_size % (2 * MiB) || fstat(fd, &st) < 0 ||
+	    (uint64_t)st.st_size != ram_size) {
+		close(fd);
+		return -EINVAL;
+	}
+	m->private_file = true;
+	return map_ram(m, ram_size, fd, MAP_PRIVATE);
+}
+
+/* Write [off, off+len) of RAM to the same offsets of fd, leaving pages of zeros out. */
+static int save_range(const struct guest_mem *m, int fd, uint64_t off, uint64_t len)
+{
+	static const uint8_t zero[4096];
+	const uint8_t *base = m->regions[0].hva;
+
+	for (uint64_t at = off; at < off + len;) {
+		uint64_t n = off + len - at < 4096 ? off + len - at : 4096;
+		ssize_t w;
+
+		if (!memcmp(base + at, zero, n)) {
+			at += n;
+			continue;
+		}
+		/* Runs of data go out in one write, up to 1 MiB. */
+		while (at + n < off + len && n < MiB) {
+			uint64_t more = off + len - (at + n) < 4096 ? off + len - (at + n) : 4096;
+
+			if (!memcmp(base + at + n, zero, more))
+				break;
+			n += more;
+		}
+		w = pwrite(fd, base + at, n, (off_t)at);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+		at += (uint64_t)w;
+	}
+	return 0;
+}
+
+int gm_save(const struct guest_mem *m, int fd)
+{
+	uint64_t off = 0;
+	int err;
+
+	if (m->memfd < 0 || ftruncate(fd, (off_t)m->ram_size) < 0)
+		return m->memfd < 0 ? -EINVAL : -errno;
+	if (m->private_file)
+		return save_range(m, fd, 0, m->ram_size);
+	/* A memfd: pages the guest never touched are holes; reading them would fill them. */
+	while (off < m->ram_size) {
+		off_t data = lseek(m->memfd, (off_t)off, SEEK_DATA), hole;
+
+		if (data < 0)
+			return errno == ENXIO ? 0 : -errno;
+		hole = lseek(m->memfd, data, SEEK_HOLE);
+		if (hole < 0)
+			return -errno;
+		err = save_range(m, fd, (uint64_t)data, (uint64_t)(hole - data));
+		if (err)
+			return err;
+		off = (uint64_t)hole;
+	}
+	return 0;
 }
 
 void gm_destroy(struct guest_mem *m)

@@ -29,11 +29,21 @@ struct guest_mem {
 	struct gm_region regions[GM_MAX_REGIONS];
 	unsigned nr_regions;
 	uint64_t ram_size; /* total RAM, all regions */
-	int memfd;	   /* -1 when the regions are not memfd-backed (unit tests) */
+	int memfd;	   /* the file mapped: a memfd, or a snapshot's memory (private_file);
+			    * -1 when the regions are the caller's (unit tests) */
+	bool private_file; /* mapped copy-on-write from a snapshot's memory file */
 };
 
 /* Lay out ram_size bytes of RAM per layout.h, backed by a new memfd, mapped shared. */
 int gm_init(struct guest_mem *m, uint64_t ram_size);
+/*
+ * The same layout from a snapshot's memory file (fd, exactly ram_size bytes; taken over),
+ * mapped privately: pages are read from the file when first touched, and the guest's writes
+ * stay in this process, so the file can be restored again.
+ */
+int gm_init_file(struct guest_mem *m, uint64_t ram_size, int fd);
+/* Write the whole of RAM into fd at its offsets, as a sparse file: pages of zeros are left out. */
+int gm_save(const struct guest_mem *m, int fd);
 void gm_destroy(struct guest_mem *m);
 /* Add a region backed by caller-owned memory (unit tests, fuzzers). */
 int gm_add_region(struct guest_mem *m, uint64_t gpa, uint64_t size, void *hva);

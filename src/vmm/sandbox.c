@@ -89,6 +89,8 @@ static const int main_calls[] = {
     SCMP_SYS(getsockname),
     SCMP_SYS(unlink),
     SCMP_SYS(unlinkat),
+    SCMP_SYS(mkdir),
+    SCMP_SYS(mkdirat),
     SCMP_SYS(epoll_create1),
     SCMP_SYS(eventfd2),
     SCMP_SYS(timerfd_create),

@@ -9,7 +9,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
+#include "common/snapshot_file.h"
 #include "vmm/layout.h"
 #include "vmm/sandbox.h"
 #include "vmm/vm.h"
@@ -338,6 +340,9 @@ static void *vcpu_thread(void *arg)
 		vm_request_stop(v->vm, VM_EXIT_ERROR);
 		return NULL;
 	}
+	if (v->id == 0 && v->vm->restore_started_ns)
+		log_info("restored: vCPU 0 runs %.2f ms after the restore began",
+			 (double)(monotonic_ns() - v->vm->restore_started_ns) / 1e6);
 
 	while (vm_exit_reason(v->vm) == VM_RUNNING) {
 		vm_park_vcpu(v->vm);
@@ -442,4 +447,193 @@ void vcpu_join(struct vcpu *v)
 		pthread_join(v->thread, NULL);
 		v->started = false;
 	}
+}
+
+/*
+ * Snapshots: everything KVM keeps of a vCPU. The MSRs are those KVM lists as worth saving
+ * (KVM_GET_MSR_INDEX_LIST, which includes the ones it emulates: kvmclock, the TSC deadline,
+ * MTRRs, ...); any it will not read back on this host is left out.
+ */
+#define VCPU_MAX_MSRS 512
+
+struct vcpu_state {
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+	uint32_t xsave[1024]; /* struct kvm_xsave, whose flexible tail KVM_GET_XSAVE leaves out */
+	struct kvm_xcrs xcrs;
+	struct kvm_lapic_state lapic;
+	struct kvm_mp_state mp_state;
+	struct kvm_vcpu_events events;
+	struct kvm_debugregs debugregs;
+	uint32_t nmsrs, pad;
+	struct kvm_msr_entry msrs[VCPU_MAX_MSRS];
+};
+
+struct state_part {
+	const char *name;
+	unsigned long request;
+	void *data;
+};
+
+/*
+ * The parts of the state one ioctl each gets or sets, in the order they are set (Firecracker's):
+ * the LAPIC after the special registers, which hold its base; the MSRs (apart) after the LAPIC,
+ * whose TSC deadline is one; pending events last, also apart.
+ */
+static const struct state_part *state_parts(struct vcpu_state *st, bool set)
+{
+	static __thread struct state_part parts[8];
+	unsigned i = 0;
+
+#define PART(get, put, field) \
+	parts[i++] = (struct state_part){set ? #put : #get, set ? put : get, &st->field}
+	PART(KVM_GET_MP_STATE, KVM_SET_MP_STATE, mp_state);
+	PART(KVM_GET_REGS, KVM_SET_REGS, regs);
+	PART(KVM_GET_SREGS, KVM_SET_SREGS, sregs);
+	PART(KVM_GET_XSAVE, KVM_SET_XSAVE, xsave[0]);
+	PART(KVM_GET_XCRS, KVM_SET_XCRS, xcrs);
+	PART(KVM_GET_DEBUGREGS, KVM_SET_DEBUGREGS, debugregs);
+	PART(KVM_GET_LAPIC, KVM_SET_LAPIC, lapic);
+#undef PART
+	parts[i] = (struct state_part){NULL, 0, NULL};
+	return parts;
+}
+
+_Static_assert(sizeof(((struct vcpu_state *)0)->xsave) == sizeof(struct kvm_xsave),
+	       "KVM_GET_XSAVE fills struct kvm_xsave");
+
+/* The MSRs KVM says a VMM should save, read into st. */
+static int save_msrs(struct vcpu *v, struct vcpu_state *st)
+{
+	struct kvm_msr_list *list = calloc(1, sizeof(*list) + VCPU_MAX_MSRS * sizeof(uint32_t));
+	struct kvm_msrs *msrs = calloc(1, sizeof(*msrs) + VCPU_MAX_MSRS * sizeof(msrs->entries[0]));
+	uint32_t done = 0;
+	int err = 0;
+
+	if (!list || !msrs) {
+		err = -ENOMEM;
+		goto out;
+	}
+	list->nmsrs = VCPU_MAX_MSRS;
+	if (ioctl(v->vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, list) < 0) {
+		err = -errno;
+		log_error("KVM_GET_MSR_INDEX_LIST: %s", strerror(errno));
+		goto out;
+	}
+	/* KVM_GET_MSRS stops at the first MSR it cannot read: skip that one, go on after it. */
+	for (uint32_t i = 0; i < list->nmsrs;) {
+		int n;
+
+		msrs->nmsrs = list->nmsrs - i;
+		for (uint32_t j = 0; j < msrs->nmsrs; j++)
+			msrs->entries[j] = (struct kvm_msr_entry){.index = list->indices[i + j]};
+		n = ioctl(v->fd, KVM_GET_MSRS, msrs);
+		if (n < 0) {
+			err = -errno;
+			log_error("vcpu%u: KVM_GET_MSRS: %s", v->id, strerror(errno));
+			goto out;
+		}
+		memcpy(&st->msrs[done], msrs->entries, (size_t)n * sizeof(msrs->entries[0]));
+		done += (uint32_t)n;
+		i += (uint32_t)n + 1;
+	}
+	st->nmsrs = done;
+out:
+	free(list);
+	free(msrs);
+	return err;
+}
+
+int vcpu_save(struct vcpu *v, struct snap_writer *w)
+{
+	struct vcpu_state *st = calloc(1, sizeof(*st));
+	char name[SNAPSHOT_NAME_MAX];
+	int err = 0;
+
+	if (!st)
+		return -ENOMEM;
+	for (const struct state_part *part = state_parts(st, false); !err && part->name; part++) {
+		if (ioctl(v->fd, part->request, part->data) < 0) {
+			err = -errno;
+			log_error("vcpu%u: %s: %s", v->id, part->name, strerror(errno));
+		}
+	}
+	if (!err && ioctl(v->fd, KVM_GET_VCPU_EVENTS, &st->events) < 0) {
+		err = -errno;
+		log_error("vcpu%u: KVM_GET_VCPU_EVENTS: %s", v->id, strerror(errno));
+	}
+	if (!err)
+		err = save_msrs(v, st);
+	if (!err) {
+		snprintf(name, sizeof(name), "vcpu%u", v->id);
+		snap_put(w, name, st, sizeof(*st));
+	}
+	free(st);
+	return err;
+}
+
+/* Set the saved MSRs; one KVM will not take on this host is named and left out. */
+static int load_msrs(struct vcpu *v, const struct vcpu_state *st)
+{
+	struct kvm_msrs *msrs;
+	uint32_t n = st->nmsrs;
+
+	if (n > VCPU_MAX_MSRS)
+		return -EINVAL;
+	msrs = calloc(1, sizeof(*msrs) + n * sizeof(msrs->entries[0]));
+	if (!msrs)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < n;) {
+		int set;
+
+		msrs->nmsrs = n - i;
+		memcpy(msrs->entries, &st->msrs[i], msrs->nmsrs * sizeof(msrs->entries[0]));
+		set = ioctl(v->fd, KVM_SET_MSRS, msrs);
+		if (set < 0) {
+			int err = -errno;
+
+			log_error("vcpu%u: KVM_SET_MSRS: %s", v->id, strerror(errno));
+			free(msrs);
+			return err;
+		}
+		if ((uint32_t)set < msrs->nmsrs)
+			log_warn("vcpu%u: KVM refused MSR %#x = %#llx from the snapshot", v->id,
+				 msrs->entries[set].index,
+				 (unsigned long long)msrs->entries[set].data);
+		i += (uint32_t)set + 1;
+	}
+	free(msrs);
+	return 0;
+}
+
+int vcpu_load(struct vcpu *v, const struct snap_reader *r)
+{
+	struct vcpu_state *st = malloc(sizeof(*st));
+	char name[SNAPSHOT_NAME_MAX];
+	int err;
+
+	if (!st)
+		return -ENOMEM;
+	snprintf(name, sizeof(name), "vcpu%u", v->id);
+	err = snap_get(r, name, st, sizeof(*st));
+	if (err)
+		goto out;
+	for (const struct state_part *part = state_parts(st, true); part->name; part++) {
+		/* A host without XSAVE reports no XCRs and refuses to set any. */
+		if (part->data == &st->xcrs && st->xcrs.nr_xcrs == 0)
+			continue;
+		if (ioctl(v->fd, part->request, part->data) < 0) {
+			err = -errno;
+			log_error("%s: %s: %s: %s", r->path, name, part->name, strerror(errno));
+			goto out;
+		}
+	}
+	err = load_msrs(v, st);
+	if (!err && ioctl(v->fd, KVM_SET_VCPU_EVENTS, &st->events) < 0) {
+		err = -errno;
+		log_error("%s: %s: KVM_SET_VCPU_EVENTS: %s", r->path, name, strerror(errno));
+	}
+out:
+	free(st);
+	return err;
 }

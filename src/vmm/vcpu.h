@@ -34,6 +34,16 @@ int vcpu_set_boot_pvh(struct vcpu *v, uint64_t entry, uint64_t start_info);
 int vcpu_set_boot_linux64(struct vcpu *v, uint64_t entry, uint64_t zero_page, uint64_t pml4,
 			  uint64_t gdt);
 
+/*
+ * Snapshots (section "vcpuN"): registers, special registers, XSAVE, XCRs, debug registers, the
+ * LAPIC, MP state, pending events and MSRs. Save while the vCPU is parked; load into a vCPU
+ * just created (CPUID set), before it first runs.
+ */
+struct snap_writer;
+struct snap_reader;
+int vcpu_save(struct vcpu *v, struct snap_writer *w);
+int vcpu_load(struct vcpu *v, const struct snap_reader *r);
+
 /* CPUID for vCPU `id` of `ncpus`, from what KVM supports (cpuid.c). */
 int cpuid_setup(int kvm_fd, int vcpu_fd, unsigned id, unsigned ncpus);
 

@@ -29,6 +29,7 @@
 #include "vmm/boot/boot.h"
 #include "vmm/console.h"
 #include "vmm/layout.h"
+#include "vmm/snapshot.h"
 #include "vmm/vcpu.h"
 
 /* Addresses KVM needs for Intel's real-mode emulation; they sit in the top of the PCI hole. */
@@ -273,11 +274,22 @@ static int create_kvm_vm(struct vm *vm)
 	return 0;
 }
 
-static int map_memory(struct vm *vm)
+/* Fresh RAM, or a snapshot's memory file mapped copy-on-write. */
+static int map_memory(struct vm *vm, const char *restore)
 {
 	uint64_t top;
-	int err = gm_init(&vm->mem, vm->cfg->mem_mib * MiB);
+	int fd, err;
 
+	if (restore) {
+		err = vm_snapshot_open_memory(restore, &fd);
+		if (!err)
+			err = gm_init_file(&vm->mem, vm->cfg->mem_mib * MiB, fd);
+		if (err == -EINVAL)
+			log_error("%s/memory: not %llu MiB of guest memory", restore,
+				  (unsigned long long)vm->cfg->mem_mib);
+	} else {
+		err = gm_init(&vm->mem, vm->cfg->mem_mib * MiB);
+	}
 	if (err) {
 		log_error("guest memory: %llu MiB: %s", (unsigned long long)vm->cfg->mem_mib,
 			  strerror(-err));
@@ -485,7 +497,8 @@ out:
 	return err;
 }
 
-int vm_create(const struct vm_config *cfg, struct console *console, struct vm **out)
+int vm_create(const struct vm_config *cfg, struct console *console, const char *restore,
+	      struct vm **out)
 {
 	struct vm *vm = calloc(1, sizeof(*vm));
 	int err;
@@ -512,7 +525,7 @@ int vm_create(const struct vm_config *cfg, struct console *console, struct vm **
 
 	err = create_kvm_vm(vm);
 	if (!err)
-		err = map_memory(vm);
+		err = map_memory(vm, restore);
 	if (!err)
 		err = setup_routes(vm);
 	if (err)
@@ -528,10 +541,15 @@ int vm_create(const struct vm_config *cfg, struct console *console, struct vm **
 			goto err;
 	}
 	err = create_devices(vm, console);
-	if (!err)
+	if (err)
+		goto err;
+	if (restore) {
+		err = vm_snapshot_load(vm, restore);
+	} else {
 		err = build_acpi(vm);
-	if (!err)
-		err = load_kernel(vm);
+		if (!err)
+			err = load_kernel(vm);
+	}
 	if (err)
 		goto err;
 	*out = vm;

@@ -95,13 +95,20 @@ struct vm {
 	pthread_cond_t park_cond;
 	bool paused;
 	unsigned parked; /* vCPU threads parked now */
+
+	/* For a VM restored from a snapshot: when the restore began (CLOCK_MONOTONIC ns), so
+	 * that vCPU 0 can say how long it took until it runs. */
+	uint64_t restore_started_ns;
 };
 
 /*
  * Build the machine described by cfg (already validated), its console (COM1 or a
- * virtio-console, as cfg says) connected to `console`. Logs and returns -errno on failure.
+ * virtio-console, as cfg says) connected to `console`: booting cfg's kernel, or, with
+ * `restore`, going on from the snapshot in that directory (snapshot.h). Logs and returns
+ * -errno on failure.
  */
-int vm_create(const struct vm_config *cfg, struct console *console, struct vm **out);
+int vm_create(const struct vm_config *cfg, struct console *console, const char *restore,
+	      struct vm **out);
 /*
  * Block SIGINT, SIGTERM and SIGHUP, the signals that stop a VM, in the calling thread (and the
  * threads it starts), and give their set: vm_run() takes them through a signalfd.

@@ -8,9 +8,11 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "devices/acpi_pm.h"
 #include "devices/i8042.h"
+#include "vmm/snapshot.h"
 #include "vmm/vcpu.h"
 
 static const char *const state_names[] = {
@@ -78,10 +80,16 @@ enum vm_exit vmm_run(struct vmm *m)
 	for (;;) {
 		struct vm *vm;
 
-		if (vm_create(m->cfg, m->console, &vm)) {
+		/* A restore builds the first VM only: a guest reset boots the kernel. */
+		const char *restore = m->boots == 0 ? m->cfg->restore : NULL;
+		uint64_t t0 = monotonic_ns();
+
+		if (vm_create(m->cfg, m->console, restore, &vm)) {
 			why = VM_EXIT_ERROR;
 			break;
 		}
+		if (restore)
+			vm->restore_started_ns = t0;
 		pthread_mutex_lock(&m->lock);
 		m->vm = vm;
 		m->boots++;
@@ -372,6 +380,43 @@ int vmm_read_memory(struct vmm *m, uint64_t gpa, void *buf, uint64_t len)
 	if (!ret && gm_read(&m->vm->mem, gpa, buf, len))
 		ret = fail(m, -EFAULT, "%#llx+%llu is not guest RAM", (unsigned long long)gpa,
 			   (unsigned long long)len);
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+struct snapshot_call {
+	struct vm *vm;
+	const char *dir;
+	int ret;
+};
+
+static void snapshot_on_loop(void *arg)
+{
+	struct snapshot_call *c = arg;
+
+	c->ret = vm_snapshot_save(c->vm, c->dir);
+}
+
+int vmm_snapshot(struct vmm *m, const char *dir)
+{
+	struct snapshot_call c = {.dir = dir};
+	uint64_t t0 = monotonic_ns();
+	int ret;
+
+	pthread_mutex_lock(&m->lock);
+	ret = need_vm(m, STATE(VMM_PAUSED), "snapshot");
+	if (!ret && !m->cfg->kernel)
+		ret = fail(m, -EINVAL, "cannot snapshot a VM without a kernel to reboot");
+	if (!ret) {
+		c.vm = m->vm;
+		event_loop_call(&m->vm->loop, snapshot_on_loop, &c);
+		ret = c.ret;
+		if (ret)
+			fail(m, ret, "snapshot %s: %s", dir, strerror(-ret));
+		else
+			log_info("snapshot %s written in %.1f ms", dir,
+				 (double)(monotonic_ns() - t0) / 1e6);
+	}
 	pthread_mutex_unlock(&m->lock);
 	return ret;
 }

@@ -72,6 +72,8 @@ int vmm_resume(struct vmm *m);
 int vmm_power_button(struct vmm *m);
 int vmm_ctrl_alt_del(struct vmm *m);
 int vmm_stop(struct vmm *m);
+/* Write a snapshot of the paused VM into dir (snapshot.h). */
+int vmm_snapshot(struct vmm *m, const char *dir);
 /*
  * Replace the configuration before start with one given as JSON (see config.h); a bad one
  * changes nothing.

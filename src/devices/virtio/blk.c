@@ -15,6 +15,7 @@
 
 #include "common/event_loop.h"
 #include "common/log.h"
+#include "common/snapshot_file.h"
 #include "devices/virtio/blk_engine.h"
 
 /* virtio 1.2 §5.2.3 feature bits. */
@@ -732,6 +733,35 @@ static void blk_reset(struct virtio_dev *d)
 	blk_reap(b, true, false);
 }
 
+/* Snapshots: requests in flight finish and are answered before the queue is saved. */
+static void blk_quiesce(struct virtio_dev *d)
+{
+	if (blk_reap(d->priv, true, true))
+		virtio_queue_notify_driver(d, 0);
+}
+
+/* The disk's contents are the image's, not the snapshot's; its size must not have changed. */
+static void blk_save(struct virtio_dev *d, struct snap_writer *w)
+{
+	struct virtio_blk *b = d->priv;
+
+	snap_put(w, d->id, &b->capacity, sizeof(b->capacity));
+}
+
+static int blk_load(struct virtio_dev *d, const struct snap_reader *r)
+{
+	struct virtio_blk *b = d->priv;
+	uint64_t capacity;
+	int err = snap_get(r, d->id, &capacity, sizeof(capacity));
+
+	if (!err && capacity != b->capacity) {
+		log_error("%s: the image has %llu sectors, the snapshot's guest saw %llu", d->id,
+			  (unsigned long long)b->capacity, (unsigned long long)capacity);
+		err = -EINVAL;
+	}
+	return err;
+}
+
 static const struct virtio_dev_ops blk_ops = {
     .name = "virtio-blk",
     .device_id = VIRTIO_ID_BLOCK,
@@ -741,6 +771,9 @@ static const struct virtio_dev_ops blk_ops = {
     .activate = blk_activate,
     .queue_notify = blk_queue_notify,
     .reset = blk_reset,
+    .quiesce = blk_quiesce,
+    .save = blk_save,
+    .load = blk_load,
 };
 
 /*

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/snapshot_file.h"
 
 /* virtio 1.2 §5.1.3 feature bits. */
 #define VIRTIO_NET_F_CSUM	0
@@ -638,6 +639,38 @@ static void net_reset(struct virtio_dev *d)
 		log_error("%s: reset: the tap's other queues stay attached", d->id);
 }
 
+/*
+ * Snapshots: the pairs the driver turned on. Packets are not state: one held in a bounce
+ * buffer at the snapshot is lost to the restored guest, as on a wire.
+ */
+struct net_state {
+	uint32_t max_pairs, active_pairs;
+};
+
+static void net_save(struct virtio_dev *d, struct snap_writer *w)
+{
+	struct virtio_net *n = d->priv;
+	struct net_state st = {n->max_pairs, n->active_pairs};
+
+	snap_put(w, d->id, &st, sizeof(st));
+}
+
+static int net_load(struct virtio_dev *d, const struct snap_reader *r)
+{
+	struct virtio_net *n = d->priv;
+	struct net_state st;
+	int err = snap_get(r, d->id, &st, sizeof(st));
+
+	if (err)
+		return err;
+	if (st.max_pairs != n->max_pairs || st.active_pairs < 1 || st.active_pairs > n->max_pairs) {
+		log_error("%s: the snapshot has %u of %u queue pairs in use; %u configured", d->id,
+			  st.active_pairs, st.max_pairs, n->max_pairs);
+		return -EINVAL;
+	}
+	return set_active_pairs(n, st.active_pairs);
+}
+
 static const struct virtio_dev_ops net_ops = {
     .name = "virtio-net",
     .device_id = VIRTIO_ID_NET,
@@ -647,6 +680,8 @@ static const struct virtio_dev_ops net_ops = {
     .activate = net_activate,
     .queue_notify = net_queue_notify,
     .reset = net_reset,
+    .save = net_save,
+    .load = net_load,
 };
 
 /* Open (or create) the tap with the virtio-net header on it: one of its queues with multi. */

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/snapshot_file.h"
 
 /* virtio 1.2 §4.1.4: capability types. */
 #define VIRTIO_PCI_CAP_COMMON_CFG 1
@@ -698,4 +699,165 @@ void virtio_pci_destroy(struct virtio_pci *vp)
 	}
 	pthread_mutex_destroy(&vp->msix_lock);
 	free(vp);
+}
+
+/* Snapshots. */
+
+struct virtq_state {
+	uint64_t desc_gpa, avail_gpa, used_gpa;
+	uint16_t size, msix_vector, last_avail_idx, used_idx, signalled_used;
+	uint8_t enabled, ready, signalled_used_valid, pad[3];
+};
+
+struct virtio_pci_state {
+	uint64_t driver_features;
+	uint64_t config_generation;
+	uint64_t pba;
+	uint32_t device_feature_select, driver_feature_select;
+	uint16_t queue_select, config_vector;
+	uint8_t status, broken, msix_enabled, msix_masked, isr, intx_level, pad[2];
+	struct msix_entry table[MAX_VECTORS];
+	struct virtq_state queues[VIRTIO_MAX_QUEUES];
+};
+
+static void section_name(char *buf, size_t len, const struct virtio_pci *vp)
+{
+	snprintf(buf, len, "%s.virtio", vp->vdev->id);
+}
+
+int virtio_pci_save(struct virtio_pci *vp, struct snap_writer *w)
+{
+	struct virtio_dev *d = vp->vdev;
+	struct virtio_pci_state st = {0};
+	char name[SNAPSHOT_NAME_MAX];
+
+	pthread_mutex_lock(&d->lock);
+	if (d->ops->quiesce)
+		d->ops->quiesce(d);
+	st.driver_features = d->driver_features;
+	st.config_generation = d->config_generation;
+	st.device_feature_select = vp->device_feature_select;
+	st.driver_feature_select = vp->driver_feature_select;
+	st.queue_select = vp->queue_select;
+	st.config_vector = vp->config_vector;
+	st.status = d->status;
+	st.broken = d->broken;
+	for (unsigned q = 0; q < d->num_queues; q++) {
+		const struct virtq *vq = &d->vqs[q];
+
+		st.queues[q] = (struct virtq_state){
+		    .desc_gpa = vq->desc_gpa,
+		    .avail_gpa = vq->avail_gpa,
+		    .used_gpa = vq->used_gpa,
+		    .size = vq->size,
+		    .msix_vector = vq->msix_vector,
+		    .last_avail_idx = vq->last_avail_idx,
+		    .used_idx = vq->used_idx,
+		    .signalled_used = vq->signalled_used,
+		    .enabled = vq->enabled,
+		    .ready = vq->ready,
+		    .signalled_used_valid = vq->signalled_used_valid,
+		};
+	}
+	pthread_mutex_lock(&vp->msix_lock);
+	st.pba = vp->pba;
+	st.msix_enabled = vp->msix_enabled;
+	st.msix_masked = vp->msix_masked;
+	st.isr = vp->isr;
+	st.intx_level = vp->intx_level;
+	memcpy(st.table, vp->table, sizeof(st.table));
+	pthread_mutex_unlock(&vp->msix_lock);
+	section_name(name, sizeof(name), vp);
+	snap_put(w, name, &st, sizeof(st));
+	if (d->ops->save)
+		d->ops->save(d, w);
+	pthread_mutex_unlock(&d->lock);
+	return 0;
+}
+
+/* The queues as the snapshot left them: each ready one validated and mapped again. */
+static int load_queues(struct virtio_pci *vp, const struct virtio_pci_state *st)
+{
+	struct virtio_dev *d = vp->vdev;
+
+	for (unsigned q = 0; q < d->num_queues; q++) {
+		const struct virtq_state *qs = &st->queues[q];
+		struct virtq *vq = &d->vqs[q];
+
+		vq->desc_gpa = qs->desc_gpa;
+		vq->avail_gpa = qs->avail_gpa;
+		vq->used_gpa = qs->used_gpa;
+		vq->size = qs->size;
+		vq->msix_vector = qs->msix_vector;
+		vq->enabled = qs->enabled;
+		if (!qs->ready)
+			continue;
+		if (virtq_activate(vq, d->mem, d->driver_features)) {
+			log_error("%s: queue %u: the snapshot's layout is invalid", vp->name, q);
+			return -EINVAL;
+		}
+		vq->last_avail_idx = qs->last_avail_idx;
+		vq->used_idx = qs->used_idx;
+		vq->signalled_used = qs->signalled_used;
+		vq->signalled_used_valid = qs->signalled_used_valid;
+	}
+	return 0;
+}
+
+int virtio_pci_load(struct virtio_pci *vp, const struct snap_reader *r)
+{
+	struct virtio_dev *d = vp->vdev;
+	uint64_t offered = d->device_features | (1ULL << VIRTIO_F_VERSION_1);
+	struct virtio_pci_state st;
+	char name[SNAPSHOT_NAME_MAX];
+	bool live;
+	int err;
+
+	section_name(name, sizeof(name), vp);
+	err = snap_get(r, name, &st, sizeof(st));
+	if (err)
+		return err;
+	if (st.driver_features & ~offered) {
+		log_error("%s: the snapshot's features %#llx are not all offered here (%#llx)",
+			  vp->name, (unsigned long long)st.driver_features,
+			  (unsigned long long)offered);
+		return -EINVAL;
+	}
+	/* Interrupts first: a device may signal one as it comes back. */
+	pthread_mutex_lock(&vp->msix_lock);
+	memcpy(vp->table, st.table, sizeof(vp->table));
+	vp->pba = st.pba & ((1ULL << vp->nr_vectors) - 1);
+	vp->msix_enabled = st.msix_enabled;
+	vp->msix_masked = st.msix_masked;
+	vp->isr = st.isr;
+	if (st.intx_level && !vp->msix_enabled)
+		raise_intx(vp, 0);
+	pthread_mutex_unlock(&vp->msix_lock);
+
+	pthread_mutex_lock(&d->lock);
+	d->driver_features = st.driver_features;
+	d->config_generation = st.config_generation;
+	d->status = st.status;
+	d->broken = st.broken;
+	vp->device_feature_select = st.device_feature_select;
+	vp->driver_feature_select = st.driver_feature_select;
+	vp->queue_select = st.queue_select;
+	vp->config_vector = st.config_vector;
+	err = load_queues(vp, &st);
+	if (!err && d->ops->load)
+		err = d->ops->load(d, r);
+	live = !err && (d->status & VIRTIO_STATUS_DRIVER_OK) && !d->broken;
+	if (live && d->ops->activate && d->ops->activate(d)) {
+		log_error("%s: activation after restore failed", vp->name);
+		err = -EIO;
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (err)
+		return err;
+
+	for (unsigned q = 0; live && q < d->num_queues; q++) {
+		if (d->vqs[q].ready)
+			notify_queue(vp, q);
+	}
+	return 0;
 }

@@ -18,6 +18,16 @@ struct virtio_pci;
 int virtio_pci_create(struct pci_bus *bus, struct virtio_dev *vdev, struct irq_host *irq,
 		      struct event_loop *loop, struct virtio_pci **out);
 void virtio_pci_destroy(struct virtio_pci *vp);
+/*
+ * Snapshots (section "<id>.virtio", then the device's own): the negotiated features, status,
+ * every queue's layout and positions, MSI-X. Save with the VM paused, on the event loop's
+ * thread; the device finishes what it has in flight first. Load after the PCI bus (whose BARs
+ * place the notification area), before the VM runs: the queues are validated and mapped
+ * again, the device activated, and every live queue served once, for a notification that
+ * arrived just before the snapshot.
+ */
+int virtio_pci_save(struct virtio_pci *vp, struct snap_writer *w);
+int virtio_pci_load(struct virtio_pci *vp, const struct snap_reader *r);
 
 /* Offsets in the BAR, for tests. */
 #define VIRTIO_PCI_COMMON_OFF	     0x0000

@@ -44,6 +44,8 @@
 #define VIRTIO_MAX_QUEUES 17 /* virtio-net: 8 queue pairs and the control queue */
 
 struct virtio_dev;
+struct snap_writer;
+struct snap_reader;
 
 struct virtio_dev_ops {
 	const char *name;     /* "virtio-blk" */
@@ -59,6 +61,15 @@ struct virtio_dev_ops {
 	void (*queue_notify)(struct virtio_dev *d, unsigned q);
 	/* Device reset (§2.4): forget requests in flight, back to the initial state. */
 	void (*reset)(struct virtio_dev *d);
+	/*
+	 * Snapshots (optional), under the lock. quiesce: finish what is in flight, so that the
+	 * queues' positions say everything. save: the device's own state beyond the transport's,
+	 * in sections named after d->id. load: that state back, after the transport restored the
+	 * queues and before the device is activated again.
+	 */
+	void (*quiesce)(struct virtio_dev *d);
+	void (*save)(struct virtio_dev *d, struct snap_writer *w);
+	int (*load)(struct virtio_dev *d, const struct snap_reader *r);
 };
 
 /* What the transport does for the device. */

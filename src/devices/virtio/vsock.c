@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/snapshot_file.h"
 
 #define RXQ	   0
 #define TXQ	   1
@@ -1049,6 +1050,52 @@ static void vsock_reset(struct virtio_dev *d)
 	close_all(d->priv);
 }
 
+/*
+ * Snapshots: connections are the host's sockets, which a snapshot cannot hold. A restored
+ * device starts with none and tells the driver so (§5.10.6.6: VIRTIO_VSOCK_EVENT_TRANSPORT_RESET),
+ * as Firecracker does; the driver drops its connections and reads the CID again.
+ */
+#define VSOCK_EVENT_TRANSPORT_RESET 0
+
+static void vsock_save(struct virtio_dev *d, struct snap_writer *w)
+{
+	struct virtio_vsock *vs = d->priv;
+
+	snap_put(w, d->id, &vs->cid, sizeof(vs->cid));
+}
+
+static int vsock_load(struct virtio_dev *d, const struct snap_reader *r)
+{
+	struct virtio_vsock *vs = d->priv;
+	struct virtq *vq = &d->vqs[EVQ];
+	uint32_t event = VSOCK_EVENT_TRANSPORT_RESET;
+	uint64_t cid;
+	int err = snap_get(r, d->id, &cid, sizeof(cid));
+
+	if (err)
+		return err;
+	if (cid != vs->cid)
+		log_info("%s: guest CID %llu, the snapshot's was %llu", d->id,
+			 (unsigned long long)vs->cid, (unsigned long long)cid);
+	if (!virtio_queue_live(d, EVQ))
+		return 0;
+	err = virtq_pop(vq, &vs->chain);
+	if (err < 0) {
+		virtio_dev_error(d, "malformed event queue chain");
+		return 0;
+	}
+	if (err == 0 || vs->chain.in_len < sizeof(event)) {
+		log_warn("%s: no event buffer for the transport reset", d->id);
+		if (err == 1)
+			virtq_push(vq, vs->chain.head, 0);
+		return 0;
+	}
+	iov_from_buf(vs->chain.in, vs->chain.nr_in, 0, &event, sizeof(event));
+	virtq_push(vq, vs->chain.head, sizeof(event));
+	virtio_queue_notify_driver(d, EVQ);
+	return 0;
+}
+
 static const struct virtio_dev_ops vsock_ops = {
     .name = "virtio-vsock",
     .device_id = VIRTIO_ID_VSOCK,
@@ -1058,6 +1105,8 @@ static const struct virtio_dev_ops vsock_ops = {
     .activate = vsock_activate,
     .queue_notify = vsock_queue_notify,
     .reset = vsock_reset,
+    .save = vsock_save,
+    .load = vsock_load,
 };
 
 /* Listen on path, replacing a socket left there by an earlier run, never another file. */

@@ -127,37 +127,9 @@ static int query_u64(struct MHD_Connection *c, const char *name, bool required, 
 
 /* GET /vm: state and configuration. */
 
-static json_t *config_json(const struct vm_config *cfg)
-{
-	json_t *disks = json_array(), *o;
-
-	for (unsigned i = 0; i < cfg->nr_disks; i++) {
-		const struct blk_config *d = &cfg->disks[i];
-
-		json_array_append_new(disks,
-				      json_pack("{s:s, s:b, s:s}", "path", d->path, "readonly",
-						d->readonly, "serial", d->serial));
-	}
-	o = json_pack("{s:s?, s:s?, s:s, s:I, s:i, s:o, s:b, s:s}", "kernel", cfg->kernel, "initrd",
-		      cfg->initrd, "cmdline", vm_config_cmdline(cfg), "memory",
-		      (json_int_t)cfg->mem_mib, "cpus", (int)cfg->cpus, "disk", disks, "rng",
-		      cfg->rng, "console-device",
-		      cfg->console_device == CONSOLE_DEVICE_VIRTIO ? "virtio" : "serial");
-	if (o && cfg->has_net) {
-		char mac[18];
-		const uint8_t *a = cfg->net.mac;
-
-		snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", a[0], a[1], a[2], a[3],
-			 a[4], a[5]);
-		json_object_set_new(o, "net",
-				    json_pack("{s:s, s:s}", "tap", cfg->net.tap, "mac", mac));
-	}
-	return o;
-}
-
 static void describe_config(const struct vm_config *cfg, void *arg)
 {
-	*(json_t **)arg = config_json(cfg);
+	*(json_t **)arg = vm_config_to_json(cfg);
 }
 
 static const char *exit_name(enum vm_exit e)
@@ -270,6 +242,30 @@ static struct reply patch_vm(struct vmm *m, struct MHD_Connection *c, const stru
 		rep = run_action(m, "Resume");
 	else
 		rep = error_reply(400, "state \"%s\": want Paused or Resumed", state);
+	json_decref(root);
+	return rep;
+}
+
+/* PUT /snapshot/create {"path": DIR}: a snapshot of the paused VM (vmm/snapshot.h). */
+static struct reply put_snapshot(struct vmm *m, struct MHD_Connection *c, const struct request *r)
+{
+	struct reply err;
+	json_t *root = body_object(r, &err);
+	json_error_t jerr;
+	const char *path;
+	struct reply rep;
+	int ret;
+
+	if (!root)
+		return err;
+	if (json_unpack_ex(root, &jerr, JSON_STRICT, "{s:s}", "path", &path))
+		rep = error_reply(400, "%s", jerr.text);
+	else if (!*path)
+		rep = error_reply(400, "path: want a directory");
+	else if ((ret = vmm_snapshot(m, path)))
+		rep = vmm_failure(m, ret);
+	else
+		rep = no_content();
 	json_decref(root);
 	return rep;
 }
@@ -575,6 +571,7 @@ static const struct route {
     {"PATCH", "/vm", patch_vm},
     {"PUT", "/vm/config", put_config},
     {"PUT", "/actions", put_actions},
+    {"PUT", "/snapshot/create", put_snapshot},
     {"GET", "/metrics", get_metrics},
     {"GET", "/memory", get_memory},
 };
