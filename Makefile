@@ -85,9 +85,10 @@ $(BUILD)/asan/tests/unit/%: tests/unit/%.c $(UNIT_HELPERS) $(BUILD)/asan/libyun.
 
 # libFuzzer needs clang; the modules are rebuilt with coverage instrumentation.
 FUZZ_FLAGS := -O1 -g -std=c11 -D_GNU_SOURCE -pthread -Isrc -fsanitize=fuzzer-no-link,address,undefined
+FUZZ_DEPS := -MMD -MP
 $(BUILD)/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_FLAGS) -c $< -o $@
+	$(CLANG) $(FUZZ_FLAGS) $(FUZZ_DEPS) -c $< -o $@
 
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJ)
 	@mkdir -p $(dir $@)
