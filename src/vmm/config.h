@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "devices/virtio/blk.h"
 #include "devices/virtio/net.h"
@@ -45,6 +46,11 @@ struct vm_config {
 	bool verbose;
 	const char *api_socket; /* the control API's Unix socket */
 	bool no_sandbox;	/* no seccomp filters (debugging) */
+	/* --jail DIR --uid U --gid G (jail.h): every path above is then inside DIR. U and G are
+	 * never 0, so 0 means not given. */
+	const char *jail;
+	uid_t uid;
+	gid_t gid;
 	/* Strings the configuration points into when it came from JSON (config_json.c). */
 	struct config_strings *strings;
 };
