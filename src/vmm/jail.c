@@ -15,12 +15,16 @@
 #include "common/log.h"
 
 /*
- * The misc devices' fixed minors (Linux include/linux/miscdevice.h), as Firecracker's jailer
+ * Fixed device numbers (Linux Documentation/admin-guide/devices.txt), as Firecracker's jailer
  * makes them: the host needs no /dev/kvm of its own to configure a VM before it starts.
+ * /dev/urandom seeds jansson's hash tables (without it, the API's thread would seed them
+ * from the time of day).
  */
-#define MISC_MAJOR 10
-#define KVM_MINOR  232
-#define TUN_MINOR  200
+#define MEM_MAJOR     1
+#define URANDOM_MINOR 9
+#define MISC_MAJOR    10
+#define TUN_MINOR     200
+#define KVM_MINOR     232
 
 /* A call on `what` failed: say so, and return -errno as the call left it. */
 static int failed(const char *jail, const char *what)
@@ -43,17 +47,18 @@ static int open_subdir(const char *jail, int dirfd, const char *name, const char
 	return fd < 0 ? failed(jail, path) : fd;
 }
 
-/* dirfd's node name: the misc device minor, made if missing, then owned by uid:gid, 0600. */
+/* dirfd's node name: the character device major:minor, made if missing, then owned by
+ * uid:gid, 0600. */
 static int make_node(const char *jail, int dirfd, const char *name, const char *path,
-		     unsigned minor, uid_t uid, gid_t gid)
+		     unsigned major, unsigned minor, uid_t uid, gid_t gid)
 {
-	dev_t want = makedev(MISC_MAJOR, minor);
+	dev_t want = makedev(major, minor);
 	struct stat st;
 
 	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		if (!S_ISCHR(st.st_mode) || st.st_rdev != want) {
 			log_error("--jail %s: %s exists and is not the character device %u:%u",
-				  jail, path, MISC_MAJOR, minor);
+				  jail, path, major, minor);
 			return -EEXIST;
 		}
 	} else if (errno != ENOENT || mknodat(dirfd, name, S_IFCHR | 0600, want) < 0) {
@@ -72,13 +77,16 @@ static int make_nodes(const char *jail, int dirfd, uid_t uid, gid_t gid)
 	dev = open_subdir(jail, dirfd, "dev", "dev");
 	if (dev < 0)
 		return dev;
-	err = make_node(jail, dev, "kvm", "dev/kvm", KVM_MINOR, uid, gid);
+	err = make_node(jail, dev, "kvm", "dev/kvm", MISC_MAJOR, KVM_MINOR, uid, gid);
+	if (!err)
+		err = make_node(jail, dev, "urandom", "dev/urandom", MEM_MAJOR, URANDOM_MINOR, uid,
+				gid);
 	if (!err) {
 		net = open_subdir(jail, dev, "net", "dev/net");
 		err = net < 0 ? net : 0;
 	}
 	if (!err)
-		err = make_node(jail, net, "tun", "dev/net/tun", TUN_MINOR, uid, gid);
+		err = make_node(jail, net, "tun", "dev/net/tun", MISC_MAJOR, TUN_MINOR, uid, gid);
 	if (net >= 0)
 		close(net);
 	close(dev);

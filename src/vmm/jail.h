@@ -12,9 +12,10 @@
 #include <sys/types.h>
 
 /*
- * Make DIR/dev/kvm and DIR/dev/net/tun (character devices, owned by uid:gid, mode 0600),
- * chroot into DIR, drop supplementary groups, switch to gid and uid for good and empty every
- * capability set. Before any thread starts. Logs and returns -errno on failure.
+ * Make DIR/dev/kvm, DIR/dev/urandom and DIR/dev/net/tun (character devices, owned by
+ * uid:gid, mode 0600), chroot into DIR, drop supplementary groups, switch to gid and uid for
+ * good and empty every capability set. Before any thread starts. Logs and returns -errno on
+ * failure.
  */
 int jail_enter(const char *dir, uid_t uid, gid_t gid);
 

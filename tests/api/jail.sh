@@ -66,9 +66,10 @@ caps="$(status_of CapPrm) $(status_of CapEff) $(status_of CapBnd) $(status_of Ca
 	ok "jailed: no capability, the bounding set empty" || not_ok "jailed: no capability # $caps"
 root=$(readlink "/proc/$pid/root")
 [ "$root" = "$(realpath "$JAIL")" ] && ok "jailed: the process's root is DIR" || not_ok "jailed: the process's root # $root"
-nodes=$(stat -c '%n %F %t:%T %u:%g %a' "$JAIL/dev/kvm" "$JAIL/dev/net/tun" | sed "s|$JAIL/||" | tr '\n' ';')
-[ "$nodes" = "dev/kvm character special file a:e8 $JUID:$JGID 600;dev/net/tun character special file a:c8 $JUID:$JGID 600;" ] &&
-	ok "DIR/dev/kvm (10:232) and DIR/dev/net/tun (10:200) made, the jail user's, mode 0600" ||
+nodes=$(stat -c '%n %F %t:%T %u:%g %a' "$JAIL/dev/kvm" "$JAIL/dev/urandom" "$JAIL/dev/net/tun" |
+	sed "s|$JAIL/||; s/character special file/c/" | tr '\n' ';')
+[ "$nodes" = "dev/kvm c a:e8 $JUID:$JGID 600;dev/urandom c 1:9 $JUID:$JGID 600;dev/net/tun c a:c8 $JUID:$JGID 600;" ] &&
+	ok "DIR/dev/kvm (10:232), DIR/dev/urandom (1:9), DIR/dev/net/tun (10:200) made, the jail user's, 0600" ||
 	not_ok "DIR's device nodes # $nodes"
 [ "$(stat -c %u:%g "$SOCK")" = "$JUID:$JGID" ] && ok "the socket is the jail user's" ||
 	not_ok "the socket is the jail user's # $(stat -c %u:%g "$SOCK")"
