@@ -125,8 +125,8 @@ status=$?
 [ $status = 0 ] && ok "yun-vmm exits 0 after Stop" || not_ok "yun-vmm exits 0 after Stop # status $status"
 
 # Jailed (--jail): the guest ELF, a disk and the sockets inside a jail on the KVM host's tmpfs
-# (device nodes need a file system without nodev), the VM run as an unprivileged user, still
-# under the seccomp filters, until the guest powers off.
+# (device nodes need a file system without nodev), a tap the jail's user owns, the VM run as
+# that unprivileged user, still under the seccomp filters, until the guest powers off.
 JAIL=$local/jail
 JUID=12345
 JGID=12346
@@ -135,9 +135,18 @@ chown $JUID:$JGID "$JAIL/run"
 cp "$GUEST" "$JAIL/guest.elf"
 truncate -s 1M "$JAIL/disk.img"
 chown $JUID:$JGID "$JAIL/disk.img"
+# Jailed, yun-vmm cannot make a tap (it has no CAP_NET_ADMIN left): one clear line, status 1.
+out=$(unshare -n timeout 60 "$BUILD/yun-vmm" --jail "$JAIL" --uid $JUID --gid $JGID --kernel /guest.elf \
+	--net tap=yunjail9 --console none 2>&1)
+status=$?
+[ $status = 1 ] && [[ $out == *"tap yunjail9: Operation not permitted (needs CAP_NET_ADMIN, or a tap owned by this user)"* ]] &&
+	ok "jailed: a tap that does not exist is refused, saying why" ||
+	not_ok "jailed: a tap that does not exist is refused # status $status: $out"
+# A tap made beforehand for the jail's user (in a network namespace of the test's own) is its.
 mkfifo "$local/jin"
-"$BUILD/yun-vmm" --jail "$JAIL" --uid $JUID --gid $JGID --kernel /guest.elf --cmdline bench=wait \
-	--disk path=/disk.img --vsock cid=3,uds=/run/vsock.sock --api-socket /run/api.sock \
+unshare -n sh -c 'ip tuntap add dev yunjail0 mode tap user '$JUID' && exec "$@"' sh \
+	"$BUILD/yun-vmm" --jail "$JAIL" --uid $JUID --gid $JGID --kernel /guest.elf --cmdline bench=wait \
+	--disk path=/disk.img --vsock cid=3,uds=/run/vsock.sock --net tap=yunjail0 --api-socket /run/api.sock \
 	<"$local/jin" >"$dir/jail.log" 2>>"$LOGS/api-vm.stderr" &
 pid=$!
 pids+=($pid)
@@ -162,8 +171,8 @@ done
 [ -z "$bad" ] && ok "jailed: every thread under a seccomp filter" || not_ok "jailed: seccomp # not:$bad"
 [ -S "$JAIL/run/vsock.sock" ] && [ "$(stat -c %u "$JAIL/run/vsock.sock")" = $JUID ] &&
 	ok "jailed: the vsock socket made inside the jail, the user's" || not_ok "jailed: the vsock socket # $(ls -l "$JAIL/run")"
-expect "jailed: GET /vm: Running with the jail's disk" GET /vm - 200 \
-	'j["state"] == "Running" and j["config"]["disk"][0]["path"] == "/disk.img"'
+expect "jailed: GET /vm: Running with the jail's disk and the user's tap" GET /vm - 200 \
+	'j["state"] == "Running" and j["config"]["disk"][0]["path"] == "/disk.img" and j["config"]["net"]["tap"] == "yunjail0"'
 printf x >&3
 wait_exit $pid 60
 status=$?
