@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2154 # $dir, $err: preboot.sh's
 # --jail DIR --uid U --gid G before a VM exists (no KVM needed); sourced by preboot.sh, whose
 # $dir, $pid and trap it shares. Bad jail options get one clear line and status 1; a jailed
 # yun-vmm waiting for the API is chrooted into DIR as U:G with no capability, answers on a
@@ -26,7 +26,7 @@ JUID=12345
 JGID=12346
 mkdir -p "$JAIL/run"
 chown $JUID:$JGID "$JAIL/run"
-jail=(--jail "$JAIL" --uid $JUID --gid $JGID)
+jail=(--jail "$JAIL" --uid "$JUID" --gid "$JGID")
 
 jail_refused "--uid without --jail" 'uid: only with --jail' --uid $JUID --api-socket "$dir/j.sock"
 jail_refused "--gid without --jail" 'gid: only with --jail' --gid $JGID --api-socket "$dir/j.sock"
