@@ -102,6 +102,16 @@ void vm_config_usage(FILE *out)
 	    "                         discarded)\n"
 	    "  --no-reboot            exit instead of resetting when the guest reboots\n"
 	    "  --no-sandbox           run without the seccomp filters (for debugging)\n"
+	    "  --jail DIR --uid U --gid G\n"
+	    "                         (as root) chroot into DIR and run as user U, group G\n"
+	    "                         (numbers, not 0) with no capability; every other path\n"
+	    "                         (kernel, disks, sockets, console file; not --config)\n"
+	    "                         is then inside DIR, which must hold them and which U\n"
+	    "                         must be able to search. yun-vmm makes DIR/dev/kvm,\n"
+	    "                         DIR/dev/urandom and DIR/dev/net/tun, owned by U:G,\n"
+	    "                         mode 0600 (DIR must allow device nodes); a --net tap\n"
+	    "                         must exist and be U's (ip tuntap add NAME mode tap\n"
+	    "                         user U)\n"
 	    "  --config FILE          options from a JSON file, e.g. {\"kernel\": \"vmlinuz\",\n"
 	    "                         \"memory\": 256, \"disk\": [{\"path\": \"a.img\"}]};\n"
 	    "                         options on the command line add to them\n"
@@ -424,11 +434,52 @@ enum {
 	OPT_RESTORE,
 	OPT_VSOCK,
 	OPT_NO_SANDBOX,
+	OPT_JAIL,
+	OPT_UID,
+	OPT_GID,
 	OPT_VERSION
 };
 
 /* Nesting: a --config file's options are parsed by the same function, one level down. */
 static __thread int parse_depth;
+
+/*
+ * --jail DIR, --uid U, --gid G: the command line's only, as the process is jailed before a
+ * configuration from the API could name them. Root (0) would make the jail pointless.
+ */
+static int parse_jail_option(struct vm_config *cfg, int opt, const char *arg)
+{
+	const char *name = opt == OPT_JAIL ? "jail" : opt == OPT_UID ? "uid" : "gid";
+	unsigned long long id;
+
+	if (parse_depth > 0) {
+		config_error("%s: give it on the command line", name);
+		return -EINVAL;
+	}
+	if (opt == OPT_JAIL) {
+		if (!*arg) {
+			config_error("--jail: want a directory");
+			return -EINVAL;
+		}
+		cfg->jail = arg;
+		return 0;
+	}
+	/* (uid_t)-1 means "unchanged" to setresuid(2). */
+	if (parse_uint(arg, 0, UINT32_MAX - 1, &id)) {
+		config_error("--%s %s: want a number from 1 to %u", name, arg, UINT32_MAX - 1);
+		return -EINVAL;
+	}
+	if (id == 0) {
+		config_error("--%s 0: the jail runs unprivileged; give an id other than root's",
+			     name);
+		return -EINVAL;
+	}
+	if (opt == OPT_UID)
+		cfg->uid = (uid_t)id;
+	else
+		cfg->gid = (gid_t)id;
+	return 0;
+}
 
 /*
  * --config FILE (or --config=FILE) anywhere in argv, applied before the other options; or
@@ -486,6 +537,9 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 	    {"restore", required_argument, NULL, OPT_RESTORE},
 	    {"vsock", required_argument, NULL, OPT_VSOCK},
 	    {"no-sandbox", no_argument, NULL, OPT_NO_SANDBOX},
+	    {"jail", required_argument, NULL, OPT_JAIL},
+	    {"uid", required_argument, NULL, OPT_UID},
+	    {"gid", required_argument, NULL, OPT_GID},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, OPT_VERSION},
@@ -575,6 +629,12 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		case OPT_NO_SANDBOX:
 			cfg->no_sandbox = true;
 			break;
+		case OPT_JAIL:
+		case OPT_UID:
+		case OPT_GID:
+			if (parse_jail_option(cfg, c, optarg))
+				return -EINVAL;
+			break;
 		case OPT_CONFIG:
 		case OPT_RESTORE:
 			/* Applied before the other options (apply_config_file()); not nested. */
@@ -596,6 +656,14 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 	}
 	if (optind < argc) {
 		config_error("unexpected argument '%s' (see --help)", argv[optind]);
+		return -EINVAL;
+	}
+	if (parse_depth == 0 && cfg->jail && (!cfg->uid || !cfg->gid)) {
+		config_error("--jail needs --uid and --gid (the user and group it runs as)");
+		return -EINVAL;
+	}
+	if (parse_depth == 0 && !cfg->jail && (cfg->uid || cfg->gid)) {
+		config_error("--%s: only with --jail DIR", cfg->uid ? "uid" : "gid");
 		return -EINVAL;
 	}
 	return 0;

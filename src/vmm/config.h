@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 struct json_t;
 
@@ -48,6 +49,11 @@ struct vm_config {
 	const char *api_socket; /* the control API's Unix socket */
 	bool no_sandbox;	/* no seccomp filters (debugging) */
 	const char *restore;	/* a snapshot directory to go on from, instead of booting */
+	/* --jail DIR --uid U --gid G (jail.h): every path above is then inside DIR. U and G are
+	 * never 0, so 0 means not given. */
+	const char *jail;
+	uid_t uid;
+	gid_t gid;
 	/* Strings the configuration points into when it came from JSON (config_json.c). */
 	struct config_strings *strings;
 };

@@ -13,6 +13,7 @@
 #include "vmm/api/api.h"
 #include "vmm/config.h"
 #include "vmm/console.h"
+#include "vmm/jail.h"
 #include "vmm/sandbox.h"
 #include "vmm/vm.h"
 #include "vmm/vmm.h"
@@ -79,19 +80,23 @@ int main(int argc, char **argv)
 	ret = vm_config_parse_args(&cfg, argc, argv);
 	if (ret)
 		return ret > 0 ? 0 : STATUS_CONFIG;
+	if (cfg.verbose)
+		log_set_level(LOG_DEBUG);
+	/* Jailed, every path of the configuration is inside the jail: checked and opened there. */
+	if (cfg.jail && jail_enter(cfg.jail, cfg.uid, cfg.gid))
+		return STATUS_CONFIG;
 	/* With an API socket and no kernel yet, the API configures the VM before it starts. */
 	if ((!cfg.api_socket || cfg.kernel) && vm_config_validate(&cfg))
 		return STATUS_CONFIG;
-	if (cfg.verbose)
-		log_set_level(LOG_DEBUG);
 	if (console_open(&cfg, &console))
 		return STATUS_CONFIG;
 	/* Blocked in every thread from here: the VM's signalfd takes them while it runs, and
 	 * wait_for_start() while the API has yet to start it. */
 	vm_block_stop_signals(&stop_signals);
 	sandbox_set_enabled(!cfg.no_sandbox);
-	/* A VM configured through the API may get a tap, which needs CAP_NET_ADMIN to make. */
-	if (sandbox_drop_capabilities(cfg.has_net || cfg.api_socket)) {
+	/* A VM configured through the API may get a tap, which needs CAP_NET_ADMIN to make; a
+	 * jailed one has no capability left to keep. */
+	if (sandbox_drop_capabilities(!cfg.jail && (cfg.has_net || cfg.api_socket))) {
 		console_close(console);
 		return STATUS_ERROR;
 	}

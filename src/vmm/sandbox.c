@@ -32,7 +32,12 @@ bool sandbox_enabled(void)
 	return enabled;
 }
 
-/* Every thread: memory, locks, time, signals it uses, its own end, and I/O on its fds. */
+/*
+ * Every thread: memory, locks, time, signals it uses, its own end, and I/O on its fds. Time
+ * includes gettimeofday: the vDSO makes it a real system call where the host's clock source
+ * has no vDSO mode (a KVM host under TCG), and jansson seeds its hash tables with it when it
+ * cannot read /dev/urandom.
+ */
 static const int common_calls[] = {
     SCMP_SYS(read),	     SCMP_SYS(readv),
     SCMP_SYS(write),	     SCMP_SYS(writev),
@@ -51,7 +56,7 @@ static const int common_calls[] = {
     SCMP_SYS(epoll_wait),    SCMP_SYS(epoll_pwait),
     SCMP_SYS(epoll_ctl),     SCMP_SYS(set_robust_list),
     SCMP_SYS(rseq),	     SCMP_SYS(sched_getaffinity),
-    SCMP_SYS(seccomp), /* more filters only narrow */
+    SCMP_SYS(gettimeofday),  SCMP_SYS(seccomp), /* more filters only narrow */
 };
 
 /*

@@ -2,6 +2,7 @@
 # The control API before a VM exists (no KVM needed): yun-vmm started with only --api-socket
 # waits to be configured; every class of bad input gets a 4xx with a JSON message and
 # changes nothing; a good configuration is described back; Stop ends the process with 0.
+# Then --jail (tests/api/jail.sh).
 set -u
 cd "$(dirname "$0")/../.."
 . tests/api/lib.sh
@@ -100,4 +101,6 @@ for role in api main; do
 		not_ok "sandbox: a forbidden call in the $role thread ends yun-vmm with SIGSYS # status $status: $out"
 	fi
 done
+
+. tests/api/jail.sh
 echo "1..$n"

@@ -5,7 +5,7 @@
 # tables for the instruction pointer and reads the instruction's bytes (compared with the
 # guest's ELF file), resumes it, counts its exits, and the byte sent while it was paused is
 # taken after the resume (nothing lost). Then: a VM configured and started entirely through
-# the API, and Stop and PowerButton on running VMs.
+# the API, and Stop and PowerButton on running VMs; a VM run in a jail (--jail).
 set -u
 cd "$(dirname "$0")/../.."
 . tests/api/lib.sh
@@ -123,6 +123,62 @@ expect "Stop (the guest ignores the button): 204" PUT /actions '{"action_type": 
 wait_exit $pid 30
 status=$?
 [ $status = 0 ] && ok "yun-vmm exits 0 after Stop" || not_ok "yun-vmm exits 0 after Stop # status $status"
+
+# Jailed (--jail): the guest ELF, a disk and the sockets inside a jail on the KVM host's tmpfs
+# (device nodes need a file system without nodev), a tap the jail's user owns, the VM run as
+# that unprivileged user, still under the seccomp filters, until the guest powers off.
+JAIL=$local/jail
+JUID=12345
+JGID=12346
+mkdir -p "$JAIL/run"
+chown $JUID:$JGID "$JAIL/run"
+cp "$GUEST" "$JAIL/guest.elf"
+truncate -s 1M "$JAIL/disk.img"
+chown $JUID:$JGID "$JAIL/disk.img"
+# Jailed, yun-vmm cannot make a tap (it has no CAP_NET_ADMIN left): one clear line, status 1.
+out=$(unshare -n timeout 60 "$BUILD/yun-vmm" --jail "$JAIL" --uid $JUID --gid $JGID --kernel /guest.elf \
+	--net tap=yunjail9 --console none 2>&1)
+status=$?
+[ $status = 1 ] && [[ $out == *"tap yunjail9: Operation not permitted (needs CAP_NET_ADMIN, or a tap owned by this user)"* ]] &&
+	ok "jailed: a tap that does not exist is refused, saying why" ||
+	not_ok "jailed: a tap that does not exist is refused # status $status: $out"
+# A tap made beforehand for the jail's user (in a network namespace of the test's own) is its.
+mkfifo "$local/jin"
+unshare -n sh -c 'ip tuntap add dev yunjail0 mode tap user '$JUID' && exec "$@"' sh \
+	"$BUILD/yun-vmm" --jail "$JAIL" --uid $JUID --gid $JGID --kernel /guest.elf --cmdline bench=wait \
+	--disk path=/disk.img --vsock cid=3,uds=/run/vsock.sock --net tap=yunjail0 --api-socket /run/api.sock \
+	<"$local/jin" >"$dir/jail.log" 2>>"$LOGS/api-vm.stderr" &
+pid=$!
+pids+=($pid)
+exec 3>"$local/jin"
+SOCK=$JAIL/run/api.sock
+for _ in $(seq 300); do grep -q ready "$dir/jail.log" && break; sleep 0.1; done
+if grep -q ready "$dir/jail.log" && wait_socket; then ok "jailed: the guest runs and the API answers in the jail"; else
+	not_ok "jailed: the guest runs and the API answers # see $LOGS/api-vm.stderr"
+fi
+ids=$(awk '$1 == "Uid:" || $1 == "Gid:" {$1 = ""; printf "%s;", substr($0, 2)}' "/proc/$pid/status")
+caps=$(awk '$1 ~ /^Cap(Prm|Eff|Bnd)/ {printf "%s ", $2}' "/proc/$pid/status")
+[ "$ids" = "$JUID $JUID $JUID $JUID;$JGID $JGID $JGID $JGID;" ] &&
+	[ "$caps" = "0000000000000000 0000000000000000 0000000000000000 " ] &&
+	ok "jailed: the running VM is user $JUID, group $JGID, with no capability" ||
+	not_ok "jailed: user, group and capabilities # $ids $caps"
+[ "$(readlink "/proc/$pid/root")" = "$(realpath "$JAIL")" ] && ok "jailed: its root is the jail" ||
+	not_ok "jailed: its root is the jail # $(readlink "/proc/$pid/root")"
+bad=
+for t in /proc/$pid/task/*; do
+	grep -q '^Seccomp:[[:space:]]*2$' "$t/status" || bad+=" $(basename "$t")"
+done
+[ -z "$bad" ] && ok "jailed: every thread under a seccomp filter" || not_ok "jailed: seccomp # not:$bad"
+[ -S "$JAIL/run/vsock.sock" ] && [ "$(stat -c %u "$JAIL/run/vsock.sock")" = $JUID ] &&
+	ok "jailed: the vsock socket made inside the jail, the user's" || not_ok "jailed: the vsock socket # $(ls -l "$JAIL/run")"
+expect "jailed: GET /vm: Running with the jail's disk and the user's tap" GET /vm - 200 \
+	'j["state"] == "Running" and j["config"]["disk"][0]["path"] == "/disk.img" and j["config"]["net"]["tap"] == "yunjail0"'
+printf x >&3
+wait_exit $pid 60
+status=$?
+[ $status = 0 ] && ok "jailed: the guest takes the byte and powers off: status 0" ||
+	not_ok "jailed: the guest powers off # status $status, see $dir/jail.log"
+exec 3>&-
 
 # The vCPU threads' filter bites too (the test-only build).
 out=$(YUN_SANDBOX_SELFTEST=vcpu timeout 60 "$BUILD/yun-vmm-sandbox-test" --kernel "$GUEST" --console none 2>&1)
