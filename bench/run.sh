@@ -8,5 +8,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 make -j"$(nproc)" vmm guest bench >/dev/null
 which=boot
-case ${1:-} in boot | blk | net) which=$1 && shift ;; esac
+case ${1:-} in boot | blk | net | snapshot) which=$1 && shift ;; esac
 exec tests/kvmhost/run.sh --cpus 2 -- python3 "bench/$which.py" "$@"

@@ -340,9 +340,14 @@ static void *vcpu_thread(void *arg)
 		vm_request_stop(v->vm, VM_EXIT_ERROR);
 		return NULL;
 	}
-	if (v->id == 0 && v->vm->restore_started_ns)
-		log_info("restored: vCPU 0 runs %.2f ms after the restore began",
-			 (double)(monotonic_ns() - v->vm->restore_started_ns) / 1e6);
+	if (v->id == 0 && v->vm->build_started_ns) {
+		double ms = (double)(monotonic_ns() - v->vm->build_started_ns) / 1e6;
+
+		if (v->vm->restored)
+			log_info("restored: vCPU 0 runs %.2f ms after the restore began", ms);
+		else
+			log_debug("booting: vCPU 0 runs %.2f ms after the VM's build began", ms);
+	}
 
 	while (vm_exit_reason(v->vm) == VM_RUNNING) {
 		vm_park_vcpu(v->vm);

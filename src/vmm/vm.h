@@ -96,9 +96,10 @@ struct vm {
 	bool paused;
 	unsigned parked; /* vCPU threads parked now */
 
-	/* For a VM restored from a snapshot: when the restore began (CLOCK_MONOTONIC ns), so
-	 * that vCPU 0 can say how long it took until it runs. */
-	uint64_t restore_started_ns;
+	/* When vmm_run() began building this VM (CLOCK_MONOTONIC ns), so that vCPU 0 can say how
+	 * long it took until it runs; restored tells a restore from a boot. */
+	uint64_t build_started_ns;
+	bool restored;
 };
 
 /*

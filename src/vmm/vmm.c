@@ -88,8 +88,8 @@ enum vm_exit vmm_run(struct vmm *m)
 			why = VM_EXIT_ERROR;
 			break;
 		}
-		if (restore)
-			vm->restore_started_ns = t0;
+		vm->build_started_ns = t0;
+		vm->restored = restore != NULL;
 		pthread_mutex_lock(&m->lock);
 		m->vm = vm;
 		m->boots++;

@@ -64,8 +64,8 @@ static int ioeventfd(void *ctx, uint64_t addr, unsigned len, int fd, bool pio, b
 	return 0;
 }
 
-static const struct irq_host_ops irq_ops = {set_level, send_msi, msi_route, msi_route_free,
-					    irqfd,     ioeventfd};
+static const struct irq_host_ops irq_ops = {set_level,	    send_msi, msi_route,
+					    msi_route_free, irqfd,    ioeventfd};
 
 static struct machine {
 	struct io_bus pio, mmio;
@@ -99,8 +99,8 @@ static void setup(void)
 	m.ram = malloc(RAM_SIZE);
 	if (!m.ram || event_loop_init(&m.loop) || gm_add_region(&m.mem, 0, RAM_SIZE, m.ram) ||
 	    serial_create(&m.pio, PORT_COM1, PORT_COM1_IRQ, &m.irq, -1, &m.serial) ||
-	    i8042_create(&m.pio, &m.irq, poweroff, NULL, &m.i8042) ||
-	    rtc_create(&m.pio, &m.rtc) || acpi_pm_create(&m.pio, &m.irq, poweroff, NULL, &m.pm) ||
+	    i8042_create(&m.pio, &m.irq, poweroff, NULL, &m.i8042) || rtc_create(&m.pio, &m.rtc) ||
+	    acpi_pm_create(&m.pio, &m.irq, poweroff, NULL, &m.pm) ||
 	    pci_bus_create(&m.pio, &m.mmio, 1ULL << 36, 1ULL << 30, &m.pci) ||
 	    virtio_rng_create("rng0", &m.mem, &m.rng) ||
 	    virtio_pci_create(m.pci, virtio_rng_dev(m.rng), &m.irq, &m.loop, &m.rng_pci))
@@ -169,7 +169,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		if (d && d->bars[i].mapped) {
 			io_bus_access(&m.mmio, d->bars[i].addr, &v, 4, false);
-			io_bus_access(&m.mmio, d->bars[i].addr + VIRTIO_PCI_NOTIFY_OFF, &v, 2, true);
+			io_bus_access(&m.mmio, d->bars[i].addr + VIRTIO_PCI_NOTIFY_OFF, &v, 2,
+				      true);
 		}
 	}
 	free(file);

@@ -358,8 +358,8 @@ static void test_pci_state(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_round_trip),	  cmocka_unit_test(test_file),
-	    cmocka_unit_test(test_bad_files),	  cmocka_unit_test(test_serial_state),
+	    cmocka_unit_test(test_round_trip),	     cmocka_unit_test(test_file),
+	    cmocka_unit_test(test_bad_files),	     cmocka_unit_test(test_serial_state),
 	    cmocka_unit_test(test_serial_bad_state), cmocka_unit_test(test_i8042_state),
 	    cmocka_unit_test(test_pci_state),
 	};
