@@ -420,3 +420,72 @@ int vmm_snapshot(struct vmm *m, const char *dir)
 	pthread_mutex_unlock(&m->lock);
 	return ret;
 }
+
+/* The whole of a small file, NUL-terminated, or NULL with errno set. */
+static char *read_small_file(const char *path, size_t max, size_t *len)
+{
+	FILE *f = fopen(path, "re");
+	char *buf;
+
+	if (!f)
+		return NULL;
+	buf = malloc(max + 1);
+	*len = buf ? fread(buf, 1, max + 1, f) : 0;
+	fclose(f);
+	if (buf && *len > max) {
+		free(buf);
+		errno = EFBIG;
+		return NULL;
+	}
+	if (buf)
+		buf[*len] = '\0';
+	return buf;
+}
+
+int vmm_load_snapshot(struct vmm *m, const char *dir)
+{
+	struct vm_config next;
+	char path[4096 + 16];
+	char *text;
+	size_t len;
+	int ret;
+
+	pthread_mutex_lock(&m->lock);
+	if (m->state != VMM_NOT_STARTED) {
+		ret = fail(m, -EBUSY, "a snapshot is loaded before start (state %s)",
+			   vmm_state_name(m->state));
+		goto out;
+	}
+	if (strlen(dir) >= sizeof(m->restore)) {
+		ret = fail(m, -EINVAL, "path: over %zu bytes", sizeof(m->restore) - 1);
+		goto out;
+	}
+	snprintf(path, sizeof(path), "%s/config.json", dir);
+	text = read_small_file(path, 1 << 20, &len);
+	if (!text) {
+		ret = fail(m, errno == ENOENT ? -ENOENT : -EINVAL, "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	vm_config_defaults(&next);
+	next.console = m->cfg->console;
+	next.console_path = m->cfg->console_path;
+	next.api_socket = m->cfg->api_socket;
+	next.verbose = m->cfg->verbose;
+	next.no_sandbox = m->cfg->no_sandbox;
+	ret = vm_config_parse_json(&next, text, len, m->error, sizeof(m->error));
+	free(text);
+	if (!ret && vm_config_validate_msg(&next, m->error, sizeof(m->error)))
+		ret = -EINVAL;
+	if (ret) {
+		vm_config_free_strings(&next);
+		goto out;
+	}
+	snprintf(m->restore, sizeof(m->restore), "%s", dir);
+	next.restore = m->restore;
+	vm_config_free_strings(m->cfg);
+	*m->cfg = next;
+	set_state(m, VMM_RUNNING);
+out:
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}

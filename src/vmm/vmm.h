@@ -37,11 +37,12 @@ struct vmm {
 	struct vm_config *cfg;
 	struct console *console;
 	enum vmm_state state;
-	struct vm *vm;	   /* while one exists */
-	enum vm_exit exit; /* why the last VM stopped */
-	int exit_signal;   /* for VM_EXIT_SIGNAL */
-	unsigned boots;	   /* VMs built so far (a reset builds another) */
-	char error[256];   /* the message of the last failed call */
+	struct vm *vm;	    /* while one exists */
+	enum vm_exit exit;  /* why the last VM stopped */
+	int exit_signal;    /* for VM_EXIT_SIGNAL */
+	unsigned boots;	    /* VMs built so far (a reset builds another) */
+	char error[256];    /* the message of the last failed call */
+	char restore[4096]; /* the snapshot PUT /snapshot/load named (cfg->restore points here) */
 };
 
 /* Counters of the running VM, for the metrics endpoint. */
@@ -74,6 +75,11 @@ int vmm_ctrl_alt_del(struct vmm *m);
 int vmm_stop(struct vmm *m);
 /* Write a snapshot of the paused VM into dir (snapshot.h). */
 int vmm_snapshot(struct vmm *m, const char *dir);
+/*
+ * Before start: take the configuration of the snapshot in dir (its config.json) and start the
+ * VM from it, as --restore does. A bad configuration changes nothing.
+ */
+int vmm_load_snapshot(struct vmm *m, const char *dir);
 /*
  * Replace the configuration before start with one given as JSON (see config.h); a bad one
  * changes nothing.

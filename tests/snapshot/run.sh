@@ -118,6 +118,30 @@ for run in 1 2; do
 done
 [ "$(sector "$disk" 1)" = "$(pattern yun-sector- 1)" ] && ok "sector 1 unchanged" || not_ok "sector 1 unchanged"
 
+# A third restore through the API, as a management layer does it: a yun-vmm with only its
+# socket, then PUT /snapshot/load.
+rm -f "$local/in" "$SOCK"
+mkfifo "$local/in"
+"$BUILD/yun-vmm" --api-socket "$SOCK" <"$local/in" >"$dir/restore3.log" 2>"$LOGS/snapshot-restore3.stderr" &
+rpid=$!
+pids+=($rpid)
+exec 3>"$local/in"
+if wait_socket; then ok "restore 3: yun-vmm waits for the API"; else not_ok "restore 3: yun-vmm waits for the API"; fi
+expect "snapshot/load: a directory without a snapshot: 404" PUT /snapshot/load "{\"path\": \"$local/none\"}" 404 "$err"
+expect "snapshot/load: no path: 400" PUT /snapshot/load '{}' 400 "$err"
+expect "snapshot/load: 204" PUT /snapshot/load "{\"path\": \"$snap\"}" 204
+expect "GET /vm: Running, the snapshot's configuration" GET /vm - 200 \
+	'j["state"] == "Running" and j["config"]["cpus"] == 2 and len(j["config"]["disk"]) == 1'
+expect "snapshot/load once started: 409" PUT /snapshot/load "{\"path\": \"$snap\"}" 409 "$err"
+printf 'D' >&3
+exec 3>&-
+wait_exit "$rpid" 60
+status=$?
+[ $status = 0 ] && grep -q "^# got byte 68" "$dir/restore3.log" && grep -q "^ok .* after: sector 3 reads back" "$dir/restore3.log" &&
+	[ "$(sector "$disk" 3)" = "$(pattern yun-restored- 68)" ] &&
+	ok "restore 3: the guest goes on, takes byte 68, writes its sector, exits 0" ||
+	not_ok "restore 3: the guest goes on # status $status; $(head -c 300 "$dir/restore3.log"); see $LOGS/snapshot-restore3.stderr"
+
 # Snapshots to refuse, each with one clear line and status 1, before the guest runs.
 refused() { # refused WHAT DIR TEXT
 	"$BUILD/yun-vmm" --restore "$2" </dev/null >"$dir/refused.log" 2>"$dir/refused.stderr"

@@ -270,6 +270,31 @@ static struct reply put_snapshot(struct vmm *m, struct MHD_Connection *c, const 
 	return rep;
 }
 
+/* PUT /snapshot/load {"path": DIR}: before start, start from a snapshot (--restore DIR). */
+static struct reply put_snapshot_load(struct vmm *m, struct MHD_Connection *c,
+				      const struct request *r)
+{
+	struct reply err;
+	json_t *root = body_object(r, &err);
+	json_error_t jerr;
+	const char *path;
+	struct reply rep;
+	int ret;
+
+	if (!root)
+		return err;
+	if (json_unpack_ex(root, &jerr, JSON_STRICT, "{s:s}", "path", &path))
+		rep = error_reply(400, "%s", jerr.text);
+	else if (!*path)
+		rep = error_reply(400, "path: want a directory");
+	else if ((ret = vmm_load_snapshot(m, path)))
+		rep = vmm_failure(m, ret);
+	else
+		rep = no_content();
+	json_decref(root);
+	return rep;
+}
+
 /* GET /metrics */
 
 static const char *const exit_reasons[] = {
@@ -572,6 +597,7 @@ static const struct route {
     {"PUT", "/vm/config", put_config},
     {"PUT", "/actions", put_actions},
     {"PUT", "/snapshot/create", put_snapshot},
+    {"PUT", "/snapshot/load", put_snapshot_load},
     {"GET", "/metrics", get_metrics},
     {"GET", "/memory", get_memory},
 };
