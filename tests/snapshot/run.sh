@@ -133,6 +133,16 @@ expect "snapshot/load: 204" PUT /snapshot/load "{\"path\": \"$snap\"}" 204
 expect "GET /vm: Running, the snapshot's configuration" GET /vm - 200 \
 	'j["state"] == "Running" and j["config"]["cpus"] == 2 and len(j["config"]["disk"]) == 1'
 expect "snapshot/load once started: 409" PUT /snapshot/load "{\"path\": \"$snap\"}" 409 "$err"
+# The restored guest waits for its byte: its memory is the snapshot's file, mapped private
+# (copy-on-write), and only the pages it touched are resident.
+maps=$(grep " $snap/memory\$" /proc/$rpid/maps)
+rss=$(awk '/^VmRSS:/ {print $2}' /proc/$rpid/status)
+[ -n "$maps" ] && [ "$(echo "$maps" | awk '{print substr($2, 4, 1)}' | sort -u)" = p ] &&
+	ok "restore 3: guest memory is the snapshot's file, mapped private" ||
+	not_ok "restore 3: guest memory is the snapshot's file, mapped private # $maps"
+[ -n "$rss" ] && [ "$rss" -lt $((48 * 1024)) ] &&
+	ok "restore 3: loaded lazily: $rss KiB resident for a 128 MiB guest" ||
+	not_ok "restore 3: loaded lazily # VmRSS $rss KiB"
 printf 'D' >&3
 exec 3>&-
 wait_exit "$rpid" 60
