@@ -135,7 +135,12 @@ expect "GET /vm: Running, the snapshot's configuration" GET /vm - 200 \
 expect "snapshot/load once started: 409" PUT /snapshot/load "{\"path\": \"$snap\"}" 409 "$err"
 # The restored guest waits for its byte: its memory is the snapshot's file, mapped private
 # (copy-on-write), and only the pages it touched are resident.
-maps=$(grep " $snap/memory\$" /proc/$rpid/maps)
+for _ in $(seq 100); do
+	maps=$(grep " $snap/memory\$" /proc/$rpid/maps)
+	[ -n "$maps" ] && break
+	sleep 0.1
+done
+sleep 0.5
 rss=$(awk '/^VmRSS:/ {print $2}' /proc/$rpid/status)
 [ -n "$maps" ] && [ "$(echo "$maps" | awk '{print substr($2, 4, 1)}' | sort -u)" = p ] &&
 	ok "restore 3: guest memory is the snapshot's file, mapped private" ||
