@@ -326,10 +326,75 @@ static void handle_system_event(struct vcpu *v)
 	}
 }
 
+/* One exit KVM_RUN returned (0): count it and serve it. */
+static void handle_exit(struct vcpu *v)
+{
+	struct kvm_run *run = v->run;
+
+	if (run->exit_reason < 64)
+		v->exits[run->exit_reason]++;
+	switch (run->exit_reason) {
+	case KVM_EXIT_IO:
+		handle_io(v);
+		break;
+	case KVM_EXIT_MMIO:
+		handle_mmio(v);
+		break;
+	case KVM_EXIT_INTR:
+		break;
+	case KVM_EXIT_HLT:
+		/* Only without an in-kernel LAPIC; a halted vCPU with interrupts off. */
+		log_error("vcpu%u: halted for good", v->id);
+		vm_request_stop(v->vm, VM_EXIT_CRASH);
+		break;
+	case KVM_EXIT_SHUTDOWN:
+		/* A triple fault: a PC resets, but it means the guest crashed. */
+		report_crash(v, "triple fault");
+		vm_request_stop(v->vm, VM_EXIT_CRASH);
+		break;
+	case KVM_EXIT_SYSTEM_EVENT:
+		handle_system_event(v);
+		break;
+	case KVM_EXIT_INTERNAL_ERROR:
+		report_crash(v, run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION
+				    ? "KVM could not emulate an instruction"
+				    : "KVM internal error");
+		vm_request_stop(v->vm, VM_EXIT_CRASH);
+		break;
+	case KVM_EXIT_FAIL_ENTRY:
+		log_error("vcpu%u: VM entry failed, hardware reason %#llx", v->id,
+			  (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+		vm_request_stop(v->vm, VM_EXIT_ERROR);
+		break;
+	default:
+		log_error("vcpu%u: unexpected exit reason %u", v->id, run->exit_reason);
+		vm_request_stop(v->vm, VM_EXIT_ERROR);
+		break;
+	}
+}
+
+/*
+ * KVM finishes the instruction of an I/O or MMIO exit (an IN's register, rip past it) only
+ * when KVM_RUN is entered again (api.rst, KVM_EXIT_IO: "complete (and guest state is
+ * consistent) only after userspace has re-entered the kernel with KVM_RUN"). Before parking,
+ * enter it with immediate_exit set: the instruction completes, the guest does not run, and a
+ * paused vCPU's state, which the API shows and a snapshot saves, is whole: a restored guest
+ * does not execute that IN again.
+ */
+static void finish_exit(struct vcpu *v)
+{
+	v->run->immediate_exit = 1;
+	/* A string instruction may need more exits to finish; each is served as usual. */
+	while (ioctl(v->fd, KVM_RUN, 0) == 0 && vm_exit_reason(v->vm) == VM_RUNNING) {
+		handle_exit(v);
+		v->run->immediate_exit = 1;
+	}
+	v->run->immediate_exit = 0;
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
-	struct kvm_run *run = v->run;
 	sigset_t set;
 
 	/* The kick signal is blocked everywhere but here, inside KVM_RUN's window. */
@@ -350,57 +415,20 @@ static void *vcpu_thread(void *arg)
 	}
 
 	while (vm_exit_reason(v->vm) == VM_RUNNING) {
-		vm_park_vcpu(v->vm);
+		if (vm_pause_requested(v->vm)) {
+			finish_exit(v);
+			vm_park_vcpu(v->vm);
+		}
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
-				run->immediate_exit = 0;
+				v->run->immediate_exit = 0;
 				continue;
 			}
 			log_error("vcpu%u: KVM_RUN: %s", v->id, strerror(errno));
 			vm_request_stop(v->vm, VM_EXIT_ERROR);
 			break;
 		}
-		if (run->exit_reason < 64)
-			v->exits[run->exit_reason]++;
-		switch (run->exit_reason) {
-		case KVM_EXIT_IO:
-			handle_io(v);
-			break;
-		case KVM_EXIT_MMIO:
-			handle_mmio(v);
-			break;
-		case KVM_EXIT_INTR:
-			break;
-		case KVM_EXIT_HLT:
-			/* Only without an in-kernel LAPIC; a halted vCPU with interrupts off. */
-			log_error("vcpu%u: halted for good", v->id);
-			vm_request_stop(v->vm, VM_EXIT_CRASH);
-			break;
-		case KVM_EXIT_SHUTDOWN:
-			/* A triple fault: a PC resets, but it means the guest crashed. */
-			report_crash(v, "triple fault");
-			vm_request_stop(v->vm, VM_EXIT_CRASH);
-			break;
-		case KVM_EXIT_SYSTEM_EVENT:
-			handle_system_event(v);
-			break;
-		case KVM_EXIT_INTERNAL_ERROR:
-			report_crash(v, run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION
-					    ? "KVM could not emulate an instruction"
-					    : "KVM internal error");
-			vm_request_stop(v->vm, VM_EXIT_CRASH);
-			break;
-		case KVM_EXIT_FAIL_ENTRY:
-			log_error(
-			    "vcpu%u: VM entry failed, hardware reason %#llx", v->id,
-			    (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
-			vm_request_stop(v->vm, VM_EXIT_ERROR);
-			break;
-		default:
-			log_error("vcpu%u: unexpected exit reason %u", v->id, run->exit_reason);
-			vm_request_stop(v->vm, VM_EXIT_ERROR);
-			break;
-		}
+		handle_exit(v);
 	}
 	return NULL;
 }

@@ -611,6 +611,11 @@ void vm_resume(struct vm *vm)
 	pthread_mutex_unlock(&vm->exit_lock);
 }
 
+bool vm_pause_requested(struct vm *vm)
+{
+	return __atomic_load_n(&vm->paused, __ATOMIC_ACQUIRE);
+}
+
 void vm_park_vcpu(struct vm *vm)
 {
 	/* Every exit passes here: no lock unless a pause is asked for. A pause set after this

@@ -127,7 +127,9 @@ enum vm_exit vm_exit_reason(struct vm *vm);
  */
 int vm_pause(struct vm *vm);
 void vm_resume(struct vm *vm);
-/* For vCPU threads: wait here while the VM is paused. */
+/* For vCPU threads: whether a pause is asked for (cheap: every exit asks), and wait here
+ * while the VM is paused. */
+bool vm_pause_requested(struct vm *vm);
 void vm_park_vcpu(struct vm *vm);
 
 #endif
