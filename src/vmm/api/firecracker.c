@@ -116,8 +116,8 @@ static int only_value(const char *what, const json_t *o, const char *key, const 
 }
 
 /* The id in the path: the body's own must be the same, and it must name a device for us. */
-static int check_id(const char *what, const char *field, const struct fc_request *r,
-		    size_t max, char *err, size_t errlen)
+static int check_id(const char *what, const char *field, const struct fc_request *r, size_t max,
+		    char *err, size_t errlen)
 {
 	const char *body_id = str(r->body, field);
 	size_t len = strspn(r->id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -127,8 +127,8 @@ static int check_id(const char *what, const char *field, const struct fc_request
 		return fail(err, errlen, "%s: %s \"%s\": want 1 to %zu letters, digits, '_' or '-'",
 			    what, field, r->id, max);
 	if (strcmp(body_id, r->id))
-		return fail(err, errlen, "%s: %s \"%s\" in the body is not \"%s\" of the path", what,
-			    field, body_id, r->id);
+		return fail(err, errlen, "%s: %s \"%s\" in the body is not \"%s\" of the path",
+			    what, field, body_id, r->id);
 	return 0;
 }
 
@@ -162,9 +162,12 @@ int fc_boot_source(json_t *cfg, void *req, char *err, size_t errlen)
 int fc_machine_config(json_t *cfg, void *req, char *err, size_t errlen)
 {
 	static const struct fc_field fields[] = {
-	    {"vcpu_count", FC_UINT, true},    {"mem_size_mib", FC_UINT, true},
-	    {"smt", FC_BOOL, false},	      {"track_dirty_pages", FC_BOOL, false},
-	    {"cpu_template", FC_STRING, false}, {"huge_pages", FC_STRING, false},
+	    {"vcpu_count", FC_UINT, true},
+	    {"mem_size_mib", FC_UINT, true},
+	    {"smt", FC_BOOL, false},
+	    {"track_dirty_pages", FC_BOOL, false},
+	    {"cpu_template", FC_STRING, false},
+	    {"huge_pages", FC_STRING, false},
 	};
 	const struct fc_request *r = req;
 	const json_t *cpus = json_object_get(r->body, "vcpu_count");
@@ -197,8 +200,8 @@ int fc_machine_config(json_t *cfg, void *req, char *err, size_t errlen)
 json_t *fc_machine_config_json(const struct vm_config *cfg)
 {
 	return json_pack("{s:i, s:I, s:b, s:b, s:s, s:s}", "vcpu_count", (int)cfg->cpus,
-			 "mem_size_mib", (json_int_t)cfg->mem_mib, "smt", 0, "track_dirty_pages",
-			 0, "cpu_template", "None", "huge_pages", "None");
+			 "mem_size_mib", (json_int_t)cfg->mem_mib, "smt", 0, "track_dirty_pages", 0,
+			 "cpu_template", "None", "huge_pages", "None");
 }
 
 /*
@@ -227,7 +230,8 @@ static int bucket_rate(const char *what, const json_t *b, json_int_t *rate, char
 	size = json_integer_value(json_object_get(b, "size"));
 	ms = json_integer_value(json_object_get(b, "refill_time"));
 	if (size > LLONG_MAX / 1000)
-		return fail(err, errlen, "%s: size %" JSON_INTEGER_FORMAT ": too large", what, size);
+		return fail(err, errlen, "%s: size %" JSON_INTEGER_FORMAT ": too large", what,
+			    size);
 	*rate = size && ms ? size * 1000 / ms : 0;
 	if (size && ms && !*rate)
 		*rate = 1;
@@ -277,10 +281,10 @@ static json_t *disk_array(json_t *cfg)
 int fc_drive(json_t *cfg, void *req, char *err, size_t errlen)
 {
 	static const struct fc_field fields[] = {
-	    {"drive_id", FC_STRING, true},	  {"path_on_host", FC_STRING, true},
-	    {"is_root_device", FC_BOOL, true},	  {"is_read_only", FC_BOOL, false},
+	    {"drive_id", FC_STRING, true},	{"path_on_host", FC_STRING, true},
+	    {"is_root_device", FC_BOOL, true},	{"is_read_only", FC_BOOL, false},
 	    {"rate_limiter", FC_OBJECT, false}, {"io_engine", FC_STRING, false},
-	    {"cache_type", FC_STRING, false},	  {"partuuid", FC_STRING, false},
+	    {"cache_type", FC_STRING, false},	{"partuuid", FC_STRING, false},
 	    {"socket", FC_STRING, false},
 	};
 	const struct fc_request *r = req;
@@ -292,8 +296,8 @@ int fc_drive(json_t *cfg, void *req, char *err, size_t errlen)
 	int ret = check_fields("drives", r->body, fields, N(fields), false, err, errlen);
 
 	if (!ret)
-		ret = check_id("drives", "drive_id", r, sizeof(((struct blk_config *)0)->serial) - 1,
-			       err, errlen);
+		ret = check_id("drives", "drive_id", r,
+			       sizeof(((struct blk_config *)0)->serial) - 1, err, errlen);
 	if (ret)
 		return ret;
 	if (json_object_get(r->body, "partuuid"))
@@ -353,8 +357,8 @@ static bool same(const json_t *a, const json_t *b)
 int fc_network_interface(json_t *cfg, void *req, char *err, size_t errlen)
 {
 	static const struct fc_field fields[] = {
-	    {"iface_id", FC_STRING, true},	 {"host_dev_name", FC_STRING, true},
-	    {"guest_mac", FC_STRING, false},	 {"rx_rate_limiter", FC_OBJECT, false},
+	    {"iface_id", FC_STRING, true},	   {"host_dev_name", FC_STRING, true},
+	    {"guest_mac", FC_STRING, false},	   {"rx_rate_limiter", FC_OBJECT, false},
 	    {"tx_rate_limiter", FC_OBJECT, false}, {"mtu", FC_UINT, false},
 	};
 	const struct fc_request *r = req;
@@ -363,7 +367,8 @@ int fc_network_interface(json_t *cfg, void *req, char *err, size_t errlen)
 	const json_t *old = json_object_get(cfg, "net");
 	const char *mac = str(r->body, "guest_mac");
 	json_t *net, *txnet;
-	int ret = check_fields("network-interfaces", r->body, fields, N(fields), false, err, errlen);
+	int ret =
+	    check_fields("network-interfaces", r->body, fields, N(fields), false, err, errlen);
 
 	if (!ret)
 		ret = check_id("network-interfaces", "iface_id", r, VM_MAX_ID, err, errlen);
