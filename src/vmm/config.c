@@ -68,7 +68,7 @@ void vm_config_usage(FILE *out)
 	    "  --memory MiB           guest RAM, a multiple of 2 (default 128)\n"
 	    "  --cpus N               vCPUs, 1..%d and no more than KVM allows (default 1)\n"
 	    "  --disk path=FILE[,readonly=on][,serial=ID][,engine=io_uring|threads|sync]\n"
-	    "         [,direct=on][,bw=BYTES][,ops=N]\n"
+	    "         [,direct=on][,bw=BYTES][,ops=N][,root=on]\n"
 	    "                         a virtio-blk disk on a raw image whose size is a\n"
 	    "                         multiple of 512 bytes, locked while in use; repeat\n"
 	    "                         for more (at most %d). engine=io_uring: many requests\n"
@@ -78,15 +78,18 @@ void vm_config_usage(FILE *out)
 	    "                         time. direct=on: O_DIRECT, bypassing the host's page\n"
 	    "                         cache (not on tmpfs). bw=: bytes a second\n"
 	    "                         (K, M, G: multiples of 1024), ops=: requests a\n"
-	    "                         second; over the limit requests wait (default: none)\n"
+	    "                         second; over the limit requests wait (default: none).\n"
+	    "                         root=on (first disk only): the guest's root file\n"
+	    "                         system, root=/dev/vda rw (ro) added to the command\n"
+	    "                         line unless it has a root= already\n"
 	    "  --rng                  a virtio-rng device fed by the host's getrandom(2)\n"
-	    "  --net tap=NAME[,mac=52:54:00:12:34:56][,queues=N][,bw=BYTES][,ops=N]\n"
+	    "  --net tap=NAME[,mac=52:54:00:12:34:56][,queues=N][,bw=BYTES][,ops=N][,id=NAME]\n"
 	    "                         a virtio-net NIC on a tap device (created if it does\n"
 	    "                         not exist: needs CAP_NET_ADMIN); queues=: queue pairs,\n"
 	    "                         1..%d (default 1), above 1 on a multi-queue tap, the\n"
 	    "                         guest choosing how many it uses; bw= and ops= limit\n"
 	    "                         bytes and packets a second, each way, for the whole\n"
-	    "                         NIC (as for --disk)\n"
+	    "                         NIC (as for --disk); id=: its name for the API\n"
 	    "  --vsock cid=N,uds=PATH\n"
 	    "                         a virtio-vsock device, guest CID N (3 to 4294967294),\n"
 	    "                         served onto host Unix sockets: a host program\n"
@@ -213,6 +216,8 @@ static int parse_disk(struct vm_config *cfg, char *arg)
 	}
 	d = &cfg->disks[cfg->nr_disks];
 	memset(d, 0, sizeof(*d));
+	if (!cfg->nr_disks)
+		cfg->root_disk = false;
 	for (char *kv = strtok_r(arg, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
 		char *val = strchr(kv, '=');
 
@@ -258,6 +263,18 @@ static int parse_disk(struct vm_config *cfg, char *arg)
 				return -EINVAL;
 			}
 			d->direct = !strcmp(val, "on");
+		} else if (!strcmp(kv, "root")) {
+			if (strcmp(val, "on") && strcmp(val, "off")) {
+				config_error("--disk: root=%s: use on or off", val);
+				return -EINVAL;
+			}
+			if (!strcmp(val, "on") && cfg->nr_disks) {
+				config_error("--disk: root=on: only the first disk (the guest's "
+					     "/dev/vda)");
+				return -EINVAL;
+			}
+			if (!cfg->nr_disks)
+				cfg->root_disk = !strcmp(val, "on");
 		} else if ((err = parse_rate_key("--disk", kv, val, &d->rate)) <= 0) {
 			if (err)
 				return err;
@@ -276,7 +293,15 @@ static int parse_disk(struct vm_config *cfg, char *arg)
 	return 0;
 }
 
-/* --net tap=NAME[,mac=52:54:00:12:34:56][,queues=N][,bw=N][,ops=N] */
+/* A name the API knows a device by: 1 to max letters, digits, '_' or '-'. */
+static bool valid_id(const char *s, size_t max)
+{
+	size_t len = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-");
+
+	return len && len <= max && !s[len];
+}
+
+/* --net tap=NAME[,mac=52:54:00:12:34:56][,queues=N][,bw=N][,ops=N][,id=NAME] */
 static int parse_net(struct vm_config *cfg, char *arg)
 {
 	struct net_config *n = &cfg->net;
@@ -288,6 +313,7 @@ static int parse_net(struct vm_config *cfg, char *arg)
 		return -EINVAL;
 	}
 	memset(n, 0, sizeof(*n));
+	cfg->net_id[0] = '\0';
 	memcpy(n->mac, (const uint8_t[]){0x52, 0x54, 0x00, 0x12, 0x34, 0x56}, 6);
 	for (char *kv = strtok_r(arg, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
 		char *val = strchr(kv, '=');
@@ -328,6 +354,14 @@ static int parse_net(struct vm_config *cfg, char *arg)
 				return -EINVAL;
 			}
 			n->queues = (unsigned)q;
+		} else if (!strcmp(kv, "id")) {
+			if (!valid_id(val, VM_MAX_ID)) {
+				config_error(
+				    "--net: id=%s: want 1 to %d letters, digits, '_' or '-'", val,
+				    VM_MAX_ID);
+				return -EINVAL;
+			}
+			snprintf(cfg->net_id, sizeof(cfg->net_id), "%s", val);
 		} else if ((err = parse_rate_key("--net", kv, val, &n->rate)) <= 0) {
 			if (err)
 				return err;
@@ -669,6 +703,30 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 	return 0;
 }
 
+/* A word of the command line that starts with key (which ends in '='). */
+static bool cmdline_has(const char *line, const char *key)
+{
+	size_t klen = strlen(key);
+
+	for (const char *p = line; (p = strstr(p, key)); p += klen) {
+		if (p == line || p[-1] == ' ')
+			return true;
+	}
+	return false;
+}
+
+char *vm_config_boot_cmdline(const struct vm_config *cfg)
+{
+	const char *line = vm_config_cmdline(cfg);
+	char *s = NULL;
+
+	if (!cfg->root_disk || !cfg->nr_disks || cmdline_has(line, "root="))
+		return strdup(line);
+	if (asprintf(&s, "root=/dev/vda %s %s", cfg->disks[0].readonly ? "ro" : "rw", line) < 0)
+		return NULL;
+	return s;
+}
+
 /* A readable regular file; `what` names it in the message. */
 static int check_file(const char *what, const char *path, bool writable)
 {
@@ -703,11 +761,16 @@ int vm_config_parse_args_msg(struct vm_config *cfg, int argc, char **argv, char 
 
 int vm_config_validate_msg(const struct vm_config *cfg, char *err, size_t errlen)
 {
+	return vm_config_check_msg(cfg, VM_CHECK_ALL, err, errlen);
+}
+
+int vm_config_check_msg(const struct vm_config *cfg, unsigned what, char *err, size_t errlen)
+{
 	int ret;
 
 	msg_buf = err;
 	msg_len = errlen;
-	ret = vm_config_validate(cfg);
+	ret = vm_config_check(cfg, what);
 	msg_buf = NULL;
 	return ret;
 }
@@ -727,7 +790,7 @@ static int check_direct(const char *path, bool readonly)
 	return 0;
 }
 
-int vm_config_validate(const struct vm_config *cfg)
+static int check_boot(const struct vm_config *cfg)
 {
 	if (!cfg->kernel) {
 		config_error("--kernel PATH is required (see --help)");
@@ -741,6 +804,11 @@ int vm_config_validate(const struct vm_config *cfg)
 	}
 	if (cfg->initrd && check_file("initrd", cfg->initrd, false))
 		return -EINVAL;
+	return 0;
+}
+
+static int check_machine(const struct vm_config *cfg)
+{
 	if (cfg->cpus < 1 || cfg->cpus > VM_MAX_CPUS) {
 		config_error("%u vCPUs: want 1 to %d", cfg->cpus, VM_MAX_CPUS);
 		return -EINVAL;
@@ -750,6 +818,15 @@ int vm_config_validate(const struct vm_config *cfg)
 			     (unsigned long long)cfg->mem_mib, VM_MIN_MEM_MIB, VM_MAX_MEM_MIB);
 		return -EINVAL;
 	}
+	if (cfg->console == CONSOLE_FILE && !cfg->console_path) {
+		config_error("--console file= needs a path");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int check_disks(const struct vm_config *cfg)
+{
 	for (unsigned i = 0; i < cfg->nr_disks; i++) {
 		const struct blk_config *d = &cfg->disks[i];
 		struct stat st;
@@ -773,6 +850,11 @@ int vm_config_validate(const struct vm_config *cfg)
 			}
 		}
 	}
+	return 0;
+}
+
+static int check_vsock(const struct vm_config *cfg)
+{
 	if (cfg->has_vsock &&
 	    (cfg->vsock.cid < VSOCK_MIN_GUEST_CID || cfg->vsock.cid > VSOCK_MAX_GUEST_CID)) {
 		config_error("vsock cid %llu: want %d to %llu (0-2 are reserved)",
@@ -796,9 +878,23 @@ int vm_config_validate(const struct vm_config *cfg)
 			return -EINVAL;
 		}
 	}
-	if (cfg->console == CONSOLE_FILE && !cfg->console_path) {
-		config_error("--console file= needs a path");
-		return -EINVAL;
-	}
 	return 0;
+}
+
+int vm_config_check(const struct vm_config *cfg, unsigned what)
+{
+	if ((what & VM_CHECK_BOOT) && check_boot(cfg))
+		return -EINVAL;
+	if (what == VM_CHECK_ALL && check_machine(cfg))
+		return -EINVAL;
+	if ((what & VM_CHECK_DISKS) && check_disks(cfg))
+		return -EINVAL;
+	if ((what & VM_CHECK_VSOCK) && check_vsock(cfg))
+		return -EINVAL;
+	return 0;
+}
+
+int vm_config_validate(const struct vm_config *cfg)
+{
+	return vm_config_check(cfg, VM_CHECK_ALL);
 }

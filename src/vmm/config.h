@@ -23,6 +23,7 @@ struct json_t;
 #define VM_MAX_CPUS    255
 #define VM_MIN_MEM_MIB 8
 #define VM_MAX_MEM_MIB (1024 * 1024) /* 1 TiB */
+#define VM_MAX_ID      64	     /* a NIC's name: letters, digits, '_' and '-' */
 
 enum console_mode { CONSOLE_STDIO, CONSOLE_FILE, CONSOLE_NONE };
 /* The guest's device the console is connected to: COM1 (ttyS0) or a virtio-console (hvc0). */
@@ -36,9 +37,11 @@ struct vm_config {
 	unsigned cpus;
 	struct blk_config disks[VM_MAX_DISKS];
 	unsigned nr_disks;
-	bool rng; /* a virtio-rng device */
+	bool root_disk; /* disk 0 holds the guest's root file system (--disk ...,root=on) */
+	bool rng;	/* a virtio-rng device */
 	bool has_net;
-	struct net_config net; /* one virtio-net NIC on a tap */
+	struct net_config net;	    /* one virtio-net NIC on a tap */
+	char net_id[VM_MAX_ID + 1]; /* the NIC's name for the API (--net ...,id=); "": none */
 	bool has_vsock;
 	struct vsock_config vsock; /* a virtio-vsock onto host Unix sockets */
 	enum console_mode console;
@@ -69,10 +72,17 @@ void vm_config_defaults(struct vm_config *cfg);
 int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv);
 /* Check everything that can be checked before the VM exists; one clear line on error. */
 int vm_config_validate(const struct vm_config *cfg);
+/* Parts of vm_config_validate(), for a configuration given a part at a time (the API). */
+#define VM_CHECK_BOOT  0x1u /* the kernel (required) and the initrd */
+#define VM_CHECK_DISKS 0x2u
+#define VM_CHECK_VSOCK 0x4u
+#define VM_CHECK_ALL   0x7u
+int vm_config_check(const struct vm_config *cfg, unsigned what);
 /* The same two, with the message in err instead of on stderr (for the control API). */
 int vm_config_parse_args_msg(struct vm_config *cfg, int argc, char **argv, char *err,
 			     size_t errlen);
 int vm_config_validate_msg(const struct vm_config *cfg, char *err, size_t errlen);
+int vm_config_check_msg(const struct vm_config *cfg, unsigned what, char *err, size_t errlen);
 
 /*
  * A message about a configuration: into buf (len bytes) when there is one, else one line on
@@ -100,5 +110,11 @@ void vm_config_free_strings(struct vm_config *cfg);
 void vm_config_usage(FILE *out);
 /* The kernel command line: the one given, or the default for the console device. */
 const char *vm_config_cmdline(const struct vm_config *cfg);
+/*
+ * The command line the guest boots with, allocated (the caller frees it; NULL without memory):
+ * vm_config_cmdline(), after "root=/dev/vda rw" (ro for a read-only disk) when disk 0 is the
+ * root disk and the line has no root= of its own, as Firecracker does for is_root_device.
+ */
+char *vm_config_boot_cmdline(const struct vm_config *cfg);
 
 #endif

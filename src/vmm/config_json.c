@@ -283,6 +283,8 @@ json_t *vm_config_to_json(const struct vm_config *cfg)
 			json_object_set_new(disk, "engine", json_string(engine_names[d->engine]));
 		if (disk)
 			put_rate(disk, &d->rate);
+		if (disk && i == 0 && cfg->root_disk)
+			json_object_set_new(disk, "root", json_true());
 		json_array_append_new(disks, disk);
 	}
 	json_object_set_new(o, "disk", disks);
@@ -298,6 +300,8 @@ json_t *vm_config_to_json(const struct vm_config *cfg)
 				cfg->net.queues ? (int)cfg->net.queues : 1);
 		if (net)
 			put_rate(net, &cfg->net.rate);
+		if (net && cfg->net_id[0])
+			json_object_set_new(net, "id", json_string(cfg->net_id));
 		json_object_set_new(o, "net", net);
 	}
 	if (cfg->has_vsock)

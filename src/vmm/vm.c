@@ -445,16 +445,19 @@ static int build_acpi(struct vm *vm)
 static int load_kernel(struct vm *vm)
 {
 	const struct vm_config *cfg = vm->cfg;
+	char *cmdline = vm_config_boot_cmdline(cfg);
 	struct boot_files f = {
 	    .initrd_fd = -1,
-	    .cmdline = vm_config_cmdline(cfg),
+	    .cmdline = cmdline,
 	    .rsdp = LAYOUT_ACPI_START,
 	};
 	struct boot_entry entry;
 	struct stat st;
 	void *map = MAP_FAILED;
-	int fd, err;
+	int fd = -1, err = -ENOMEM;
 
+	if (!cmdline)
+		goto out;
 	fd = open(cfg->kernel, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &st) < 0 || st.st_size == 0) {
 		err = fd < 0 ? -errno : -ENOEXEC;
@@ -495,6 +498,7 @@ out:
 		close(f.initrd_fd);
 	if (fd >= 0)
 		close(fd);
+	free(cmdline);
 	return err;
 }
 

@@ -2,6 +2,7 @@
 #include "vmm/vmm.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -225,35 +226,81 @@ int vmm_stop(struct vmm *m)
 	return ret;
 }
 
-int vmm_configure(struct vmm *m, const char *json, size_t len)
+/*
+ * Replace the configuration with one given as JSON and checked for `check` (VM_CHECK_*), or
+ * change nothing; the lock held, the VM not started.
+ */
+static int configure(struct vmm *m, const char *json, size_t len, unsigned check)
 {
 	struct vm_config next;
 	int ret;
 
-	pthread_mutex_lock(&m->lock);
-	if (m->state != VMM_NOT_STARTED) {
-		ret = fail(m, -EBUSY, "the configuration cannot change once the VM has started");
-		goto out;
-	}
 	vm_config_defaults(&next);
 	next.console = m->cfg->console;
 	next.console_path = m->cfg->console_path;
 	next.api_socket = m->cfg->api_socket;
 	next.verbose = m->cfg->verbose;
 	ret = vm_config_parse_json(&next, json, len, m->error, sizeof(m->error));
+	if (!ret && (next.console != m->cfg->console || next.console_path != m->cfg->console_path))
+		ret = fail(m, -EINVAL, "console: give it on the command line (it is open already)");
+	if (!ret && check && vm_config_check_msg(&next, check, m->error, sizeof(m->error)))
+		ret = -EINVAL;
 	if (ret) {
 		vm_config_free_strings(&next);
-		goto out;
-	}
-	if (next.console != m->cfg->console || next.console_path != m->cfg->console_path) {
-		vm_config_free_strings(&next);
-		ret = fail(m, -EINVAL, "console: give it on the command line (it is open already)");
-		goto out;
+		return ret;
 	}
 	vm_config_free_strings(m->cfg);
 	*m->cfg = next;
+	return 0;
+}
+
+static int not_started(struct vmm *m)
+{
+	if (m->state != VMM_NOT_STARTED)
+		return fail(m, -EBUSY, "the configuration cannot change once the VM has started");
+	return 0;
+}
+
+int vmm_configure(struct vmm *m, const char *json, size_t len)
+{
+	int ret;
+
+	pthread_mutex_lock(&m->lock);
+	ret = not_started(m);
+	if (!ret)
+		ret = configure(m, json, len, 0);
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+int vmm_edit_config(struct vmm *m, vmm_config_edit_fn edit, void *arg, unsigned check)
+{
+	json_t *cfg = NULL;
+	char *text = NULL;
+	int ret;
+
+	pthread_mutex_lock(&m->lock);
+	ret = not_started(m);
+	if (ret)
+		goto out;
+	cfg = vm_config_to_json(m->cfg);
+	if (!cfg) {
+		ret = fail(m, -ENOMEM, "out of memory");
+		goto out;
+	}
+	ret = edit(cfg, arg, m->error, sizeof(m->error));
+	if (ret)
+		goto out;
+	text = json_dumps(cfg, JSON_COMPACT);
+	if (!text) {
+		ret = fail(m, -ENOMEM, "out of memory");
+		goto out;
+	}
+	ret = configure(m, text, strlen(text), check);
 out:
 	pthread_mutex_unlock(&m->lock);
+	json_decref(cfg);
+	free(text);
 	return ret;
 }
 
@@ -362,6 +409,57 @@ int vmm_translate(struct vmm *m, unsigned id, uint64_t gva, struct gm_translatio
 		ret = gm_translate(&m->vm->mem, &p, gva, 0, t);
 		if (ret)
 			fail(m, ret, "vcpu%u: its paging mode makes no sense", id);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+int vmm_read_virtual(struct vmm *m, unsigned id, uint64_t gva, void *buf, uint64_t len,
+		     struct vmm_page *pages, unsigned *nr_pages)
+{
+	struct kvm_sregs sregs;
+	uint8_t *out = buf;
+	struct vcpu *v;
+	uint64_t done = 0;
+	int ret;
+
+	*nr_pages = 0;
+	pthread_mutex_lock(&m->lock);
+	ret = paused_vcpu(m, id, &v);
+	if (!ret && (len == 0 || len > VMM_MAX_READ))
+		ret = fail(m, -EINVAL, "length %llu: want 1 to %d bytes", (unsigned long long)len,
+			   VMM_MAX_READ);
+	if (!ret && ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0)
+		ret = fail(m, -errno, "vcpu%u: registers: %s", id, strerror(errno));
+	/* Page by page: virtually contiguous pages may lie anywhere in guest-physical memory. */
+	while (!ret && done < len) {
+		struct gm_paging p = {sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer};
+		uint64_t at = gva + done, page = 4096, n;
+		struct gm_translation t;
+
+		ret = gm_translate(&m->vm->mem, &p, at, 0, &t);
+		if (ret) {
+			fail(m, ret, "vcpu%u: its paging mode makes no sense", id);
+			break;
+		}
+		if (t.page_size)
+			page = t.page_size;
+		n = page - (at & (page - 1));
+		if (n > len - done)
+			n = len - done;
+		if (t.result == GM_WALK_PAGE_FAULT) {
+			ret = fail(m, -EFAULT, "gva %#llx: page fault (error code %#x)",
+				   (unsigned long long)at, t.error_code);
+		} else if (t.result == GM_WALK_BAD_TABLE) {
+			ret = fail(m, -EFAULT, "gva %#llx: a page table is outside guest RAM",
+				   (unsigned long long)at);
+		} else if (t.result != GM_WALK_OK || gm_read(&m->vm->mem, t.gpa, out + done, n)) {
+			ret = fail(m, -EFAULT, "gva %#llx: gpa %#llx is not guest RAM",
+				   (unsigned long long)at, (unsigned long long)t.gpa);
+		} else {
+			pages[(*nr_pages)++] = (struct vmm_page){at, t.gpa, n};
+			done += n;
+		}
 	}
 	pthread_mutex_unlock(&m->lock);
 	return ret;

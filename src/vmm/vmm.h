@@ -85,6 +85,14 @@ int vmm_load_snapshot(struct vmm *m, const char *dir);
  * changes nothing.
  */
 int vmm_configure(struct vmm *m, const char *json, size_t len);
+/*
+ * Change the configuration before start, a part at a time (Firecracker's endpoints): edit()
+ * changes it as JSON (vm_config_to_json()'s, which vmm_configure() takes), or fails with a
+ * message in err; the result is parsed as vmm_configure()'s is, then checked for `check`
+ * (VM_CHECK_*). Any failure changes nothing.
+ */
+typedef int (*vmm_config_edit_fn)(struct json_t *cfg, void *arg, char *err, size_t errlen);
+int vmm_edit_config(struct vmm *m, vmm_config_edit_fn edit, void *arg, unsigned check);
 /* The configuration, for describing the VM: fn runs with the lock held. */
 void vmm_with_config(struct vmm *m, void (*fn)(const struct vm_config *cfg, void *arg), void *arg);
 
@@ -95,5 +103,14 @@ int vmm_translate(struct vmm *m, unsigned id, uint64_t gva, struct gm_translatio
 /* Copy guest memory at a guest-physical address (at most VMM_MAX_READ bytes). */
 #define VMM_MAX_READ 65536
 int vmm_read_memory(struct vmm *m, uint64_t gpa, void *buf, uint64_t len);
+/*
+ * The same at a guest-virtual address, through vCPU `id`'s page tables as its kernel would
+ * read (the VM paused); pages (room for VMM_MAX_READ / 4096 + 1) get where each piece was.
+ */
+struct vmm_page {
+	uint64_t gva, gpa, len;
+};
+int vmm_read_virtual(struct vmm *m, unsigned id, uint64_t gva, void *buf, uint64_t len,
+		     struct vmm_page *pages, unsigned *nr_pages);
 
 #endif

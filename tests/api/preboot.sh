@@ -2,7 +2,7 @@
 # The control API before a VM exists (no KVM needed): yun-vmm started with only --api-socket
 # waits to be configured; every class of bad input gets a 4xx with a JSON message and
 # changes nothing; a good configuration is described back; Stop ends the process with 0.
-# Then --jail (tests/api/jail.sh).
+# Then Firecracker's pre-boot endpoints (tests/api/firecracker.sh) and --jail (tests/api/jail.sh).
 set -u
 cd "$(dirname "$0")/../.."
 . tests/api/lib.sh
@@ -50,6 +50,10 @@ expect "a vCPU path that is not one: 404" GET /vcpus/x/registers - 404 "$err"
 expect "metrics before start: 409" GET /metrics - 409 "$err"
 expect "memory without gpa: 400" GET '/memory?len=4' - 400 "$err"
 expect "memory before start: 409" GET '/memory?gpa=0&len=4' - 409 "$err"
+expect "memory by gva before start: 409" GET '/memory?gva=0x1000&vcpu=0&len=4' - 409 "$err"
+expect "memory by gva and gpa at once: 400" GET '/memory?gva=0&gpa=0&len=4' - 400 "$err"
+expect "memory by gva without len: 400" GET '/memory?gva=0x1000' - 400 "$err"
+expect "memory by gva, over 64 KiB: 400" GET '/memory?gva=0&len=65537' - 400 "$err"
 expect "InstanceStart without a kernel: 400 saying so" PUT /actions '{"action_type": "InstanceStart"}' 400 \
 	"$err and 'kernel' in j['error']"
 
@@ -102,5 +106,6 @@ for role in api main; do
 	fi
 done
 
+. tests/api/firecracker.sh
 . tests/api/jail.sh
 echo "1..$n"

@@ -2,10 +2,11 @@
 # The control API with a running VM (needs /dev/kvm: tests/run runs it through
 # tests/kvmhost/run.sh). The test guest in `bench=wait` mode prints "ready" and polls COM1
 # for a byte from ring 3; meanwhile the API pauses it, reads its registers, walks its page
-# tables for the instruction pointer and reads the instruction's bytes (compared with the
-# guest's ELF file), resumes it, counts its exits, and the byte sent while it was paused is
-# taken after the resume (nothing lost). Then: a VM configured and started entirely through
-# the API, and Stop and PowerButton on running VMs; a VM run in a jail (--jail).
+# tables for the instruction pointer and reads the instruction's bytes by guest-physical and
+# by guest-virtual address (compared with the guest's ELF file), resumes it, counts its exits,
+# and the byte sent while it was paused is taken after the resume (nothing lost). Then: a VM configured and started entirely through
+# the API, and Stop and PowerButton on running VMs; one configured through Firecracker's
+# endpoints; a VM run in a jail (--jail).
 set -u
 cd "$(dirname "$0")/../.."
 . tests/api/lib.sh
@@ -51,6 +52,7 @@ caps=$(awk '/^Cap(Eff|Prm|Bnd|Amb|Inh):/ {printf "%s=%s ", $1, $2}' /proc/$pid/s
 	ok "capabilities dropped but CAP_NET_ADMIN" || not_ok "capabilities dropped but CAP_NET_ADMIN # $caps"
 expect "GET /vm: Running, 2 vCPUs" GET /vm - 200 'j["state"] == "Running" and j["config"]["cpus"] == 2'
 expect "registers while running: 409, pause first" GET /vcpus/0/registers - 409 "$err and 'pause' in j['error']"
+expect "memory by gva while running: 409, pause first" GET "/memory?gva=0x100000&vcpu=0&len=16" - 409 "$err"
 expect "metrics: port I/O exits counted (the guest polls COM1), the rng listed" GET /metrics - 200 \
 	'j["exits"].get("io", 0) > 100 and len(j["vcpus"]) == 2 and "rng0" in j["devices"]'
 io_before=$(jget 'j["exits"]["io"]')
@@ -89,6 +91,14 @@ PY
 )
 [ -n "$elf" ] && [ "$mem" = "$elf" ] && ok "the bytes at rip are the guest ELF's ($mem)" ||
 	not_ok "the bytes at rip are the guest ELF's # memory $mem, ELF $elf"
+expect "read 16 bytes at rip by gva through vcpu0's page tables" GET "/memory?gva=$rip&vcpu=0&len=16" - 200 \
+	"j['hex'] == '$mem' and j['pages'] == [{'gva': '$rip', 'gpa': '$gpa', 'len': 16}]"
+expect "read by gva across a page boundary: every byte, page by page" \
+	GET "/memory?gva=$(printf '0x%x' $(((rip | 0xfff) - 7)))&vcpu=0&len=4096" - 200 \
+	"len(j['hex']) == 8192 and sum(p['len'] for p in j['pages']) == 4096"
+expect "read by gva where nothing is mapped: 400 naming the address and the error code" \
+	GET "/memory?gva=0x7f0000000000&vcpu=0&len=16" - 400 "$err and '0x7f0000000000' in j['error'] and 'page fault' in j['error'] and 'error code' in j['error']"
+expect "read by gva through a vCPU the VM does not have: 404" GET "/memory?gva=$rip&vcpu=2&len=16" - 404 "$err"
 expect "translate an unmapped address: a page fault with its error code" \
 	GET "/vcpus/0/translate?gva=0x7f0000000000" - 200 'j["result"] == "page_fault" and int(j["error_code"], 16) & 1 == 0'
 expect "translate without gva: 400" GET /vcpus/0/translate - 400 "$err"
@@ -117,12 +127,56 @@ expect "the configured guest runs: Running, 64 MiB" GET /vm - 200 'j["state"] ==
 grep -q ready "$dir/c2.log" && ok "... and prints ready" || not_ok "... and prints ready"
 expect "the configuration cannot change now: 409" PUT /vm/config '{"memory": 128}' 409 "$err"
 expect "InstanceStart twice: 409" PUT /actions '{"action_type": "InstanceStart"}' 409 "$err"
+fault='isinstance(j, dict) and sorted(j) == ["error", "fault_message"]'
+expect "Firecracker's PUT /boot-source after start: 409" PUT /boot-source '{"kernel_image_path": "'"$GUEST"'"}' 409 "$fault"
+expect "Firecracker's PUT /drives after start: 409" PUT /drives/d \
+	'{"drive_id": "d", "path_on_host": "'"$GUEST"'", "is_root_device": false}' 409 "$fault"
+expect "Firecracker's PATCH /machine-config after start: 409" PATCH /machine-config '{"vcpu_count": 1}' 409 "$fault"
+expect "Firecracker's GET /machine-config after start: 1 vCPU, 64 MiB" GET /machine-config - 200 \
+	'j["vcpu_count"] == 1 and j["mem_size_mib"] == 64'
 expect "PowerButton: 204 and ShuttingDown" PUT /actions '{"action_type": "PowerButton"}' 204
 expect "GET /vm: ShuttingDown" GET /vm - 200 'j["state"] == "ShuttingDown"'
 expect "Stop (the guest ignores the button): 204" PUT /actions '{"action_type": "Stop"}' 204
 wait_exit $pid 30
 status=$?
 [ $status = 0 ] && ok "yun-vmm exits 0 after Stop" || not_ok "yun-vmm exits 0 after Stop # status $status"
+
+# A VM configured entirely through Firecracker's endpoints: the test guest as the kernel, its
+# disk as the root device (root=/dev/vda rw added to boot_args), run to its power-off.
+rm -f "$SOCK"
+python3 -c '
+import sys
+with open(sys.argv[1], "wb") as f:
+    for s in range(256):
+        one = b"yun-sector-%05u" % s
+        f.write((one * 32)[:512])' "$dir/fc.img"
+"$BUILD/yun-vmm" --api-socket "$SOCK" --console "file=$dir/fc.log" 2>>"$LOGS/api-vm.stderr" &
+pid=$!
+pids+=($pid)
+wait_socket
+expect "firecracker: PUT /boot-source" PUT /boot-source \
+	'{"kernel_image_path": "'"$GUEST"'", "boot_args": "cpus=2 mem=64 disk_sectors=256 disk_serial=rootfs"}' 204
+expect "firecracker: PUT /machine-config" PUT /machine-config '{"vcpu_count": 2, "mem_size_mib": 64}' 204
+expect "firecracker: PUT /drives/rootfs" PUT /drives/rootfs \
+	'{"drive_id": "rootfs", "path_on_host": "'"$dir"'/fc.img", "is_root_device": true, "is_read_only": false}' 204
+expect "firecracker: InstanceStart: 204" PUT /actions '{"action_type": "InstanceStart"}' 204
+wait_exit $pid 120
+status=$?
+[ $status = 0 ] && ok "firecracker: the guest runs its checks and powers off: status 0" ||
+	not_ok "firecracker: the guest powers off # status $status, see $dir/fc.log"
+grep -q "^# command line: root=/dev/vda rw cpus=2 mem=64" "$dir/fc.log" &&
+	ok "firecracker: the guest booted with root=/dev/vda rw before boot_args" ||
+	not_ok "firecracker: root=/dev/vda rw before boot_args # $(grep 'command line' "$dir/fc.log")"
+plan=$(sed -n 's/^1\.\.\([0-9]*\).*/\1/p' "$dir/fc.log" | tr -d '\r')
+oks=$(grep -c "^ok " "$dir/fc.log")
+if [ -n "$plan" ] && [ "$oks" = "$plan" ] && ! grep -q "^not ok" "$dir/fc.log"; then
+	ok "firecracker: all $plan of the guest's checks pass (virtio-blk on the drive, GET_ID \"rootfs\")"
+else
+	not_ok "firecracker: the guest's checks # plan $plan, ok $oks: $(grep '^not ok' "$dir/fc.log")"
+fi
+[ "$(dd if="$dir/fc.img" bs=512 skip=2 count=1 status=none | head -c 17)" = yun-written-00002 ] &&
+	ok "firecracker: the drive's file holds the sector the guest wrote" ||
+	not_ok "firecracker: the drive's file holds the sector the guest wrote"
 
 # Jailed (--jail): the guest ELF, a disk and the sockets inside a jail on the KVM host's tmpfs
 # (device nodes need a file system without nodev), a tap the jail's user owns, the VM run as

@@ -5,11 +5,13 @@
  * objects for --disk and --net, arrays to repeat an option, and every class of bad input with
  * its message; the strings a configuration points into outlive the JSON and are freed.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -128,6 +130,61 @@ static void test_layers(void **state)
 	vm_config_free_strings(&cfg);
 }
 
+/* root=on: first disk only; the boot command line gains root=/dev/vda unless it has a root=. */
+static void test_root_disk(void **state)
+{
+	struct vm_config cfg;
+	char err[256], *line;
+
+	(void)state;
+	assert_int_equal(
+	    parse(&cfg,
+		  "{\"disk\": [{\"path\": \"a.img\", \"root\": true,"
+		  " \"readonly\": true}, {\"path\": \"b.img\"}],"
+		  " \"net\": {\"tap\": \"tap0\", \"id\": \"eth_0\"}, \"cmdline\": \"quiet\"}",
+		  err, sizeof(err)),
+	    0);
+	assert_true(cfg.root_disk);
+	assert_string_equal(cfg.net_id, "eth_0");
+	line = vm_config_boot_cmdline(&cfg);
+	assert_string_equal(line, "root=/dev/vda ro quiet");
+	free(line);
+	cfg.disks[0].readonly = false;
+	cfg.cmdline = "quiet root=/dev/vdb";
+	line = vm_config_boot_cmdline(&cfg);
+	assert_string_equal(line, "quiet root=/dev/vdb");
+	free(line);
+	cfg.cmdline = "quiet noroot=1";
+	line = vm_config_boot_cmdline(&cfg);
+	assert_string_equal(line, "root=/dev/vda rw quiet noroot=1");
+	free(line);
+	vm_config_free_strings(&cfg);
+
+	assert_int_equal(
+	    parse(&cfg,
+		  "{\"disk\": [{\"path\": \"a.img\"}, {\"path\": \"b.img\", \"root\": true}]}", err,
+		  sizeof(err)),
+	    -EINVAL);
+	assert_string_equal(err, "--disk: root=on: only the first disk (the guest's /dev/vda)");
+	vm_config_free_strings(&cfg);
+	assert_int_equal(
+	    parse(&cfg, "{\"disk\": {\"path\": \"a.img\", \"root\": \"yes\"}}", err, sizeof(err)),
+	    -EINVAL);
+	assert_string_equal(err, "--disk: root=yes: use on or off");
+	vm_config_free_strings(&cfg);
+	assert_int_equal(
+	    parse(&cfg, "{\"net\": {\"tap\": \"t\", \"id\": \"a/b\"}}", err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "--net: id=a/b: want 1 to 64 letters, digits, '_' or '-'");
+	vm_config_free_strings(&cfg);
+
+	/* Without a root disk the line is as given. */
+	assert_int_equal(parse(&cfg, "{\"disk\": {\"path\": \"a.img\"}}", err, sizeof(err)), 0);
+	line = vm_config_boot_cmdline(&cfg);
+	assert_string_equal(line, VM_DEFAULT_CMDLINE);
+	free(line);
+	vm_config_free_strings(&cfg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -135,6 +192,7 @@ int main(void)
 	    cmocka_unit_test(test_objects_and_arrays),
 	    cmocka_unit_test(test_bad_input),
 	    cmocka_unit_test(test_layers),
+	    cmocka_unit_test(test_root_disk),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "vmm/api/firecracker.h"
 #include "vmm/sandbox.h"
 #include "vmm/vmm.h"
 
@@ -295,6 +296,85 @@ static struct reply put_snapshot_load(struct vmm *m, struct MHD_Connection *c,
 	return rep;
 }
 
+/*
+ * Firecracker's pre-boot endpoints (firecracker.h), each a change to the configuration. Their
+ * errors carry Firecracker's "fault_message" beside our "error", for its clients.
+ */
+static const struct fc_route {
+	const char *method;
+	const char *path; /* ending in '/' when an id follows */
+	vmm_config_edit_fn edit;
+	unsigned check; /* VM_CHECK_*: the files the change names */
+	bool patch;
+} fc_routes[] = {
+    {"PUT", "/boot-source", fc_boot_source, VM_CHECK_BOOT, false},
+    {"PUT", "/machine-config", fc_machine_config, 0, false},
+    {"PATCH", "/machine-config", fc_machine_config, 0, true},
+    {"GET", "/machine-config", NULL, 0, false},
+    {"PUT", "/drives/", fc_drive, VM_CHECK_DISKS, false},
+    {"PUT", "/network-interfaces/", fc_network_interface, 0, false},
+    {"PUT", "/vsock", fc_vsock, VM_CHECK_VSOCK, false},
+};
+
+static struct reply fc_reply(struct reply rep)
+{
+	json_t *msg = rep.body ? json_object_get(rep.body, "error") : NULL;
+
+	if (msg)
+		json_object_set(rep.body, "fault_message", msg);
+	return rep;
+}
+
+static void describe_machine(const struct vm_config *cfg, void *arg)
+{
+	*(json_t **)arg = fc_machine_config_json(cfg);
+}
+
+static struct reply fc_call(struct vmm *m, const struct fc_route *fr, const char *id,
+			    const struct request *r)
+{
+	struct fc_request req = {.id = id, .patch = fr->patch};
+	json_t *body, *o = NULL;
+	struct reply rep;
+	int ret;
+
+	if (!fr->edit) {
+		vmm_with_config(m, describe_machine, &o);
+		return json_reply(200, o);
+	}
+	body = body_object(r, &rep);
+	if (!body)
+		return rep;
+	req.body = body;
+	ret = vmm_edit_config(m, fr->edit, &req, fr->check);
+	json_decref(body);
+	return ret ? vmm_failure(m, ret) : no_content();
+}
+
+/* A Firecracker path: its reply, or false. */
+static bool firecracker_route(struct vmm *m, const char *method, const char *url,
+			      const struct request *r, struct reply *rep)
+{
+	bool path_known = false;
+
+	for (size_t i = 0; i < sizeof(fc_routes) / sizeof(fc_routes[0]); i++) {
+		const struct fc_route *fr = &fc_routes[i];
+		size_t len = strlen(fr->path);
+		bool with_id = fr->path[len - 1] == '/';
+
+		if (with_id ? strncmp(url, fr->path, len) : strcmp(url, fr->path))
+			continue;
+		path_known = true;
+		if (!strcmp(method, fr->method)) {
+			*rep = fc_reply(fc_call(m, fr, with_id ? url + len : NULL, r));
+			return true;
+		}
+	}
+	if (path_known)
+		*rep = fc_reply(error_reply(405, "%s %s: method not allowed", method, url));
+	return path_known;
+}
+
 /* GET /metrics */
 
 static const char *const exit_reasons[] = {
@@ -533,6 +613,52 @@ static struct reply get_translate(struct vmm *m, struct MHD_Connection *c, unsig
 	return json_reply(200, o);
 }
 
+/* GET /memory?gva=&vcpu=&len=: through a paused vCPU's page tables, page by page. */
+static struct reply get_memory_gva(struct vmm *m, struct MHD_Connection *c)
+{
+	struct vmm_page pages[VMM_MAX_READ / 4096 + 1];
+	uint64_t gva = 0, len = 0, vcpu = 0;
+	unsigned nr_pages;
+	json_t *o, *where;
+	uint8_t *buf;
+	char *text;
+	int ret;
+
+	if (MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "gpa"))
+		return error_reply(400, "give gpa= or gva=, not both");
+	if (query_u64(c, "gva", true, &gva) || query_u64(c, "len", true, &len) ||
+	    query_u64(c, "vcpu", false, &vcpu) || vcpu > UINT32_MAX)
+		return error_reply(400, "gva=ADDRESS and len=BYTES (decimal or 0x-hex) are "
+					"required, vcpu=N is optional (default 0)");
+	if (len == 0 || len > VMM_MAX_READ)
+		return error_reply(400, "len=%" PRIu64 ": want 1 to %d bytes", len, VMM_MAX_READ);
+	buf = malloc(len);
+	text = malloc(2 * len + 1);
+	if (!buf || !text) {
+		free(buf);
+		free(text);
+		return error_reply(500, "out of memory");
+	}
+	ret = vmm_read_virtual(m, (unsigned)vcpu, gva, buf, len, pages, &nr_pages);
+	if (ret) {
+		free(buf);
+		free(text);
+		return vmm_failure(m, ret);
+	}
+	for (uint64_t i = 0; i < len; i++)
+		snprintf(text + 2 * i, 3, "%02x", buf[i]);
+	where = json_array();
+	for (unsigned i = 0; i < nr_pages; i++)
+		json_array_append_new(where, json_pack("{s:o, s:o, s:I}", "gva", hex(pages[i].gva),
+						       "gpa", hex(pages[i].gpa), "len",
+						       (json_int_t)pages[i].len));
+	o = json_pack("{s:i, s:o, s:I, s:s, s:o}", "vcpu", (int)vcpu, "gva", hex(gva), "len",
+		      (json_int_t)len, "hex", text, "pages", where);
+	free(buf);
+	free(text);
+	return json_reply(200, o);
+}
+
 static struct reply get_memory(struct vmm *m, struct MHD_Connection *c, const struct request *r)
 {
 	uint64_t gpa = 0, len = 0;
@@ -541,6 +667,8 @@ static struct reply get_memory(struct vmm *m, struct MHD_Connection *c, const st
 	json_t *o;
 	int ret;
 
+	if (MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "gva"))
+		return get_memory_gva(m, c);
 	if (query_u64(c, "gpa", true, &gpa) || query_u64(c, "len", true, &len))
 		return error_reply(400, "gpa=ADDRESS and len=BYTES (decimal or 0x-hex) are "
 					"required");
@@ -611,6 +739,9 @@ static struct reply route(struct vmm *m, struct MHD_Connection *c, const char *m
 		return error_reply(413, "the body is over %d bytes", API_MAX_BODY);
 	if (!strncmp(url, "/vcpus/", 7))
 		return vcpu_route(m, c, method, url + 7);
+	struct reply fc;
+	if (firecracker_route(m, method, url, r, &fc))
+		return fc;
 	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
 		if (strcmp(url, routes[i].path))
 			continue;
