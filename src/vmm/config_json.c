@@ -279,6 +279,8 @@ json_t *vm_config_to_json(const struct vm_config *cfg)
 		json_t *disk = json_pack("{s:s, s:b, s:s, s:b}", "path", d->path, "readonly",
 					 d->readonly, "serial", d->serial, "direct", d->direct);
 
+		if (disk && i == 0 && cfg->root_disk)
+			json_object_set_new(disk, "root", json_true());
 		if (disk && d->engine != BLK_ENGINE_AUTO)
 			json_object_set_new(disk, "engine", json_string(engine_names[d->engine]));
 		if (disk)
@@ -298,6 +300,8 @@ json_t *vm_config_to_json(const struct vm_config *cfg)
 			 a[4], a[5]);
 		net = json_pack("{s:s, s:s, s:i}", "tap", cfg->net.tap, "mac", mac, "queues",
 				cfg->net.queues ? (int)cfg->net.queues : 1);
+		if (net && cfg->net_id[0])
+			json_object_set_new(net, "id", json_string(cfg->net_id));
 		if (net)
 			put_rate(net, &cfg->net.rate);
 		if (net && cfg->net_id[0])

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "vmm/config.h"
 
@@ -185,6 +186,86 @@ static void test_root_disk(void **state)
 	vm_config_free_strings(&cfg);
 }
 
+/*
+ * vm_config_to_json() is what a snapshot's config.json and GET /vm hold: read back through
+ * --config's parser, it must give the same machine, every device option included.
+ */
+static void test_to_json_round_trip(void **state)
+{
+	const char *args[] = {"yun-vmm",
+			      "--kernel",
+			      "vmlinuz",
+			      "--initrd",
+			      "initrd.img",
+			      "--cmdline",
+			      "console=ttyS0 quiet",
+			      "--memory",
+			      "256",
+			      "--cpus",
+			      "3",
+			      "--disk",
+			      "path=a.img,root=on,engine=threads,direct=on,serial=s0,bw=1M,ops=100",
+			      "--disk",
+			      "path=b.img,readonly=on",
+			      "--rng",
+			      "--net",
+			      "tap=tap7,mac=52:54:00:aa:bb:cc,queues=2,ops=50,id=eth0",
+			      "--vsock",
+			      "cid=7,uds=/run/v.sock",
+			      "--console-device",
+			      "virtio",
+			      "--no-reboot"};
+	const int argc = sizeof(args) / sizeof(args[0]);
+	char *argv[sizeof(args) / sizeof(args[0])], *copies[sizeof(args) / sizeof(args[0])];
+	struct vm_config a, b;
+	char err[256], *text;
+	json_t *o;
+
+	(void)state;
+	/* The parser cuts --disk's and --net's arguments in place: give it copies. */
+	for (int i = 0; i < argc; i++)
+		argv[i] = copies[i] = strdup(args[i]);
+	vm_config_defaults(&a);
+	assert_int_equal(vm_config_parse_args(&a, argc, argv), 0);
+	o = vm_config_to_json(&a);
+	assert_non_null(o);
+	text = json_dumps(o, 0);
+	json_decref(o);
+	assert_non_null(text);
+	assert_int_equal(parse(&b, text, err, sizeof(err)), 0);
+	free(text);
+	assert_string_equal(b.kernel, "vmlinuz");
+	assert_string_equal(b.initrd, "initrd.img");
+	assert_string_equal(vm_config_cmdline(&b), "console=ttyS0 quiet");
+	assert_int_equal(b.mem_mib, 256);
+	assert_int_equal(b.cpus, 3);
+	assert_int_equal(b.nr_disks, 2);
+	assert_string_equal(b.disks[0].path, "a.img");
+	assert_true(b.root_disk);
+	assert_int_equal(b.disks[0].engine, BLK_ENGINE_THREADS);
+	assert_true(b.disks[0].direct);
+	assert_string_equal(b.disks[0].serial, "s0");
+	assert_int_equal(b.disks[0].rate.bw, 1 << 20);
+	assert_int_equal(b.disks[0].rate.ops, 100);
+	assert_true(b.disks[1].readonly);
+	assert_string_equal(b.disks[1].serial, a.disks[1].serial);
+	assert_true(b.rng);
+	assert_true(b.has_net);
+	assert_string_equal(b.net.tap, "tap7");
+	assert_memory_equal(b.net.mac, a.net.mac, 6);
+	assert_int_equal(b.net.queues, 2);
+	assert_int_equal(b.net.rate.ops, 50);
+	assert_string_equal(b.net_id, "eth0");
+	assert_true(b.has_vsock);
+	assert_int_equal(b.vsock.cid, 7);
+	assert_string_equal(b.vsock.uds, "/run/v.sock");
+	assert_int_equal(b.console_device, CONSOLE_DEVICE_VIRTIO);
+	assert_true(b.no_reboot);
+	vm_config_free_strings(&b);
+	for (int i = 0; i < argc; i++)
+		free(copies[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -193,6 +274,7 @@ int main(void)
 	    cmocka_unit_test(test_bad_input),
 	    cmocka_unit_test(test_layers),
 	    cmocka_unit_test(test_root_disk),
+	    cmocka_unit_test(test_to_json_round_trip),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
