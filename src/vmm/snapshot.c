@@ -108,15 +108,20 @@ static int save_config(const struct vm *vm, int dirfd)
 	json_t *o = vm_config_to_json(vm->cfg);
 	char *text = o ? json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
 	size_t len = text ? strlen(text) : 0;
+	ssize_t n;
 	int fd, err = 0;
 
 	json_decref(o);
 	if (!text)
 		return -ENOMEM;
+	text[len++] = '\n'; /* over the terminator: the file ends its line */
 	fd = openat(dirfd, "config.json", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0 || write(fd, text, len) != (ssize_t)len || write(fd, "\n", 1) != 1 ||
-	    fsync(fd) < 0)
-		err = -errno ? -errno : -EIO;
+	if (fd < 0)
+		err = -errno;
+	else if ((n = write(fd, text, len)) != (ssize_t)len)
+		err = n < 0 ? -errno : -ENOSPC; /* a few hundred bytes short: the disk is full */
+	else if (fsync(fd) < 0)
+		err = -errno;
 	if (fd >= 0)
 		close(fd);
 	free(text);
