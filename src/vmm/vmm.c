@@ -235,11 +235,13 @@ static int configure(struct vmm *m, const char *json, size_t len, unsigned check
 	struct vm_config next;
 	int ret;
 
+	/* What the process was started with stays: the console, the socket, the sandbox. */
 	vm_config_defaults(&next);
 	next.console = m->cfg->console;
 	next.console_path = m->cfg->console_path;
 	next.api_socket = m->cfg->api_socket;
 	next.verbose = m->cfg->verbose;
+	next.no_sandbox = m->cfg->no_sandbox;
 	ret = vm_config_parse_json(&next, json, len, m->error, sizeof(m->error));
 	if (!ret && (next.console != m->cfg->console || next.console_path != m->cfg->console_path))
 		ret = fail(m, -EINVAL, "console: give it on the command line (it is open already)");
@@ -542,7 +544,6 @@ static char *read_small_file(const char *path, size_t max, size_t *len)
 
 int vmm_load_snapshot(struct vmm *m, const char *dir)
 {
-	struct vm_config next;
 	char path[4096 + 16];
 	char *text;
 	size_t len;
@@ -564,24 +565,12 @@ int vmm_load_snapshot(struct vmm *m, const char *dir)
 		ret = fail(m, errno == ENOENT ? -ENOENT : -EINVAL, "%s: %s", path, strerror(errno));
 		goto out;
 	}
-	vm_config_defaults(&next);
-	next.console = m->cfg->console;
-	next.console_path = m->cfg->console_path;
-	next.api_socket = m->cfg->api_socket;
-	next.verbose = m->cfg->verbose;
-	next.no_sandbox = m->cfg->no_sandbox;
-	ret = vm_config_parse_json(&next, text, len, m->error, sizeof(m->error));
+	ret = configure(m, text, len, VM_CHECK_ALL);
 	free(text);
-	if (!ret && vm_config_validate_msg(&next, m->error, sizeof(m->error)))
-		ret = -EINVAL;
-	if (ret) {
-		vm_config_free_strings(&next);
+	if (ret)
 		goto out;
-	}
 	snprintf(m->restore, sizeof(m->restore), "%s", dir);
-	next.restore = m->restore;
-	vm_config_free_strings(m->cfg);
-	*m->cfg = next;
+	m->cfg->restore = m->restore;
 	set_state(m, VMM_RUNNING);
 out:
 	pthread_mutex_unlock(&m->lock);

@@ -247,8 +247,9 @@ static struct reply patch_vm(struct vmm *m, struct MHD_Connection *c, const stru
 	return rep;
 }
 
-/* PUT /snapshot/create {"path": DIR}: a snapshot of the paused VM (vmm/snapshot.h). */
-static struct reply put_snapshot(struct vmm *m, struct MHD_Connection *c, const struct request *r)
+/* A {"path": DIR} body, given to fn (vmm_snapshot or vmm_load_snapshot). */
+static struct reply snapshot_call(struct vmm *m, const struct request *r,
+				  int (*fn)(struct vmm *m, const char *dir))
 {
 	struct reply err;
 	json_t *root = body_object(r, &err);
@@ -263,7 +264,7 @@ static struct reply put_snapshot(struct vmm *m, struct MHD_Connection *c, const 
 		rep = error_reply(400, "%s", jerr.text);
 	else if (!*path)
 		rep = error_reply(400, "path: want a directory");
-	else if ((ret = vmm_snapshot(m, path)))
+	else if ((ret = fn(m, path)))
 		rep = vmm_failure(m, ret);
 	else
 		rep = no_content();
@@ -271,29 +272,17 @@ static struct reply put_snapshot(struct vmm *m, struct MHD_Connection *c, const 
 	return rep;
 }
 
+/* PUT /snapshot/create {"path": DIR}: a snapshot of the paused VM (vmm/snapshot.h). */
+static struct reply put_snapshot(struct vmm *m, struct MHD_Connection *c, const struct request *r)
+{
+	return snapshot_call(m, r, vmm_snapshot);
+}
+
 /* PUT /snapshot/load {"path": DIR}: before start, start from a snapshot (--restore DIR). */
 static struct reply put_snapshot_load(struct vmm *m, struct MHD_Connection *c,
 				      const struct request *r)
 {
-	struct reply err;
-	json_t *root = body_object(r, &err);
-	json_error_t jerr;
-	const char *path;
-	struct reply rep;
-	int ret;
-
-	if (!root)
-		return err;
-	if (json_unpack_ex(root, &jerr, JSON_STRICT, "{s:s}", "path", &path))
-		rep = error_reply(400, "%s", jerr.text);
-	else if (!*path)
-		rep = error_reply(400, "path: want a directory");
-	else if ((ret = vmm_load_snapshot(m, path)))
-		rep = vmm_failure(m, ret);
-	else
-		rep = no_content();
-	json_decref(root);
-	return rep;
+	return snapshot_call(m, r, vmm_load_snapshot);
 }
 
 /*
@@ -613,6 +602,21 @@ static struct reply get_translate(struct vmm *m, struct MHD_Connection *c, unsig
 	return json_reply(200, o);
 }
 
+/* Bytes as one JSON string of hex digits (NULL without memory: json_pack() then fails). */
+static json_t *hex_bytes(const uint8_t *buf, uint64_t len)
+{
+	char *text = malloc(2 * len + 1);
+	json_t *str;
+
+	if (!text)
+		return NULL;
+	for (uint64_t i = 0; i < len; i++)
+		snprintf(text + 2 * i, 3, "%02x", buf[i]);
+	str = json_string(text);
+	free(text);
+	return str;
+}
+
 /* GET /memory?gva=&vcpu=&len=: through a paused vCPU's page tables, page by page. */
 static struct reply get_memory_gva(struct vmm *m, struct MHD_Connection *c)
 {
@@ -621,7 +625,6 @@ static struct reply get_memory_gva(struct vmm *m, struct MHD_Connection *c)
 	unsigned nr_pages;
 	json_t *o, *where;
 	uint8_t *buf;
-	char *text;
 	int ret;
 
 	if (MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "gpa"))
@@ -633,29 +636,21 @@ static struct reply get_memory_gva(struct vmm *m, struct MHD_Connection *c)
 	if (len == 0 || len > VMM_MAX_READ)
 		return error_reply(400, "len=%" PRIu64 ": want 1 to %d bytes", len, VMM_MAX_READ);
 	buf = malloc(len);
-	text = malloc(2 * len + 1);
-	if (!buf || !text) {
-		free(buf);
-		free(text);
+	if (!buf)
 		return error_reply(500, "out of memory");
-	}
 	ret = vmm_read_virtual(m, (unsigned)vcpu, gva, buf, len, pages, &nr_pages);
 	if (ret) {
 		free(buf);
-		free(text);
 		return vmm_failure(m, ret);
 	}
-	for (uint64_t i = 0; i < len; i++)
-		snprintf(text + 2 * i, 3, "%02x", buf[i]);
 	where = json_array();
 	for (unsigned i = 0; i < nr_pages; i++)
 		json_array_append_new(where, json_pack("{s:o, s:o, s:I}", "gva", hex(pages[i].gva),
 						       "gpa", hex(pages[i].gpa), "len",
 						       (json_int_t)pages[i].len));
-	o = json_pack("{s:i, s:o, s:I, s:s, s:o}", "vcpu", (int)vcpu, "gva", hex(gva), "len",
-		      (json_int_t)len, "hex", text, "pages", where);
+	o = json_pack("{s:i, s:o, s:I, s:o, s:o}", "vcpu", (int)vcpu, "gva", hex(gva), "len",
+		      (json_int_t)len, "hex", hex_bytes(buf, len), "pages", where);
 	free(buf);
-	free(text);
 	return json_reply(200, o);
 }
 
@@ -663,7 +658,6 @@ static struct reply get_memory(struct vmm *m, struct MHD_Connection *c, const st
 {
 	uint64_t gpa = 0, len = 0;
 	uint8_t *buf;
-	char *text;
 	json_t *o;
 	int ret;
 
@@ -675,23 +669,16 @@ static struct reply get_memory(struct vmm *m, struct MHD_Connection *c, const st
 	if (len == 0 || len > VMM_MAX_READ)
 		return error_reply(400, "len=%" PRIu64 ": want 1 to %d bytes", len, VMM_MAX_READ);
 	buf = malloc(len);
-	text = malloc(2 * len + 1);
-	if (!buf || !text) {
-		free(buf);
-		free(text);
+	if (!buf)
 		return error_reply(500, "out of memory");
-	}
 	ret = vmm_read_memory(m, gpa, buf, len);
 	if (ret) {
 		free(buf);
-		free(text);
 		return vmm_failure(m, ret);
 	}
-	for (uint64_t i = 0; i < len; i++)
-		snprintf(text + 2 * i, 3, "%02x", buf[i]);
-	o = json_pack("{s:o, s:I, s:s}", "gpa", hex(gpa), "len", (json_int_t)len, "hex", text);
+	o = json_pack("{s:o, s:I, s:o}", "gpa", hex(gpa), "len", (json_int_t)len, "hex",
+		      hex_bytes(buf, len));
 	free(buf);
-	free(text);
 	return json_reply(200, o);
 }
 
