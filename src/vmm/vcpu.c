@@ -330,6 +330,7 @@ static void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
 	struct kvm_run *run = v->run;
+	bool completing = false;
 	sigset_t set;
 
 	/* The kick signal is blocked everywhere but here, inside KVM_RUN's window. */
@@ -345,7 +346,12 @@ static void *vcpu_thread(void *arg)
 			 (double)(monotonic_ns() - v->vm->restore_started_ns) / 1e6);
 
 	while (vm_exit_reason(v->vm) == VM_RUNNING) {
-		vm_park_vcpu(v->vm);
+		/* After an I/O or MMIO exit the next KVM_RUN finishes the instruction (an IN's
+		 * value, rip past it), state no snapshot sees: no parking before it. A pause's
+		 * kick left immediate_exit set, so that KVM_RUN returns at once after it. */
+		if (!completing)
+			vm_park_vcpu(v->vm);
+		completing = false;
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				run->immediate_exit = 0;
@@ -360,9 +366,11 @@ static void *vcpu_thread(void *arg)
 		switch (run->exit_reason) {
 		case KVM_EXIT_IO:
 			handle_io(v);
+			completing = true;
 			break;
 		case KVM_EXIT_MMIO:
 			handle_mmio(v);
+			completing = true;
 			break;
 		case KVM_EXIT_INTR:
 			break;
