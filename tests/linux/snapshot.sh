@@ -56,15 +56,30 @@ say() { printf '%s\n' "$1" >&3; }
 # The boot: the shell the initramfs's yun.run starts reads the console once the disk is mounted.
 log=$LOGS/linux-snapshot-boot.log
 run="mount,/dev/vda,/mnt&&echo,yun-snap-mounted;exec,sh"
-mkfifo "$dir/in"
-start=$(date +%s)
-"$VMM" --api-socket "$SOCK" --kernel "$kdir/vmlinuz" --initrd "$initrd" --cpus 2 --memory 256 \
-	--disk "path=$disk" --rng --cmdline "console=ttyS0 panic=-1 yun.run=$run" \
-	<"$dir/in" >"$log" 2>"$log.stderr" &
-pid=$!
-pids+=("$pid")
-exec 3>"$dir/in"
-if wait_for "$log" '^yun-snap-mounted' "$TIMEOUT" "$pid"; then
+boot() {
+	rm -f "$dir/in" "$SOCK"
+	mkfifo "$dir/in"
+	start=$(date +%s)
+	"$VMM" --api-socket "$SOCK" --kernel "$kdir/vmlinuz" --initrd "$initrd" --cpus 2 --memory 256 \
+		--disk "path=$disk" --rng --cmdline "console=ttyS0 panic=-1 yun.run=$run" \
+		<"$dir/in" >"$log" 2>"$log.stderr" &
+	pid=$!
+	pids+=("$pid")
+	exec 3>"$dir/in"
+	wait_for "$log" '^yun-snap-mounted' "$TIMEOUT" "$pid"
+}
+# A triple fault while booting is docs/testing.md's open problem (linux-net's occasional guest
+# crash), not this test's subject: as net.sh does, one more boot, said so. After the snapshot,
+# every fault fails.
+if ! boot && grep -q 'triple fault' "$log.stderr"; then
+	echo "# boot 1 ended with: $(grep -m1 'triple fault' "$log.stderr"): once more"
+	cp "$log" "$log.attempt1"
+	cp "$log.stderr" "$log.stderr.attempt1"
+	exec 3>&-
+	wait "$pid" 2>/dev/null
+	boot
+fi
+if grep -q '^yun-snap-mounted' "$log"; then
 	ok "the guest booted and mounted ext4 from its virtio-blk disk in $(($(date +%s) - start)) s"
 else
 	not_ok "the guest booted and mounted its disk # $(tail -5 "$log" | tr -d '\r'); $(tail -3 "$log.stderr")"
