@@ -64,6 +64,9 @@ def qemu(mode):
 
 
 VMMS = {"yun": yun, "qemu": qemu}
+# YUN_BENCH_BASE=PATH: another yun-vmm (an older build) run beside the two, for before/after.
+if os.environ.get("YUN_BENCH_BASE"):
+    VMMS["base"] = lambda mode: [os.environ["YUN_BENCH_BASE"]] + yun(mode)[1:]
 
 
 def sh(*argv):
@@ -227,7 +230,7 @@ def inside():
                           file=sys.stderr, flush=True)
                     net0 = re.search(r"net0: .*", got.pop("stderr"))
                     if net0:
-                        notes["yun"] = net0.group(0)
+                        notes[name] = net0.group(0)
                     if got.get("rx-64 host_sent"):
                         notes[f"{name} rx-64"] = (
                             f"the host offered {got['rx-64 host_sent']} datagrams")
@@ -237,13 +240,16 @@ def inside():
     finally:
         echo.kill()
     sys.stderr.flush()
-    print(f"{'median of ' + str(RUNS):28}{'yun':>12}{'qemu':>12}{'yun/qemu':>10}")
+    others = [n for n in VMMS if n not in ("yun", "qemu")]
+    print(f"{'median of ' + str(RUNS):28}{'yun':>12}{'qemu':>12}{'yun/qemu':>10}"
+          + "".join(f"{n:>12}{n + '/qemu':>10}" for n in others))
     for key, label, higher in ROWS:
         med = {n: statistics.median(results[n][key]) if results[n].get(key) else 0
                for n in VMMS}
-        ratio = med["yun"] / med["qemu"] if med["qemu"] else 0
+        ratio = {n: med[n] / med["qemu"] if med["qemu"] else 0 for n in VMMS}
         fmt = ".1f" if med["yun"] < 100 and med["qemu"] < 100 else ".0f"
-        print(f"{label:28}{med['yun']:>12{fmt}}{med['qemu']:>12{fmt}}{ratio:>10.2f}"
+        print(f"{label:28}{med['yun']:>12{fmt}}{med['qemu']:>12{fmt}}{ratio['yun']:>10.2f}"
+              + "".join(f"{med[n]:>12{fmt}}{ratio[n]:>10.2f}" for n in others)
               + ("" if higher else "  (lower is better)"))
     for what, line in notes.items():
         print(f"# {what} (last round): {line}")

@@ -56,7 +56,8 @@ struct fixture {
 	struct virtio_dev *dev;
 };
 
-static void start(struct fixture *f, uint64_t features)
+/* Start the device with a transmit queue of tx_size entries (QSZ for the other queues). */
+static void start_sized(struct fixture *f, uint64_t features, uint16_t tx_size)
 {
 	struct virtq *tx = &f->dev->vqs[TXQ];
 
@@ -66,12 +67,17 @@ static void start(struct fixture *f, uint64_t features)
 	vd_init(&f->rx, f->ram, QSZ);
 	vd_setup_queue(&f->rx, &f->dev->vqs[RXQ]);
 	/* The transmit queue's rings sit higher up in RAM. */
-	vd_init_at(&f->tx, f->ram, TX_RINGS, QSZ);
+	vd_init_at(&f->tx, f->ram, TX_RINGS, tx_size);
 	vd_setup_queue(&f->tx, tx);
 	for (unsigned q = 0; q < 2; q++)
 		assert_int_equal(virtq_activate(&f->dev->vqs[q], &f->m, f->dev->driver_features),
 				 0);
 	assert_int_equal(f->dev->ops->activate(f->dev), 0);
+}
+
+static void start(struct fixture *f, uint64_t features)
+{
+	start_sized(f, features, QSZ);
 }
 
 static int setup_with(void **state, const struct rate_limit_config *rate, unsigned queues)
@@ -185,6 +191,107 @@ static void test_transmit(void **state)
 	virtio_net_stats(f->net, &st);
 	assert_int_equal(st.tx_packets, 2);
 	assert_int_equal(st.tx_bytes, 120);
+}
+
+/* Many packets, each a frame of its own: all on the wire and handed back, in order. */
+static void test_transmit_many(void **state)
+{
+	struct fixture *f = *state;
+	const uint16_t n = 100;
+	uint8_t pkt[HDR + 60], got[256];
+	struct net_stats st;
+
+	start_sized(f, 0, 128);
+	memset(pkt, 0, HDR);
+	for (uint16_t i = 0; i < n; i++) {
+		frame(pkt + HDR, 60, (uint8_t)i);
+		memcpy(f->ram + BUF_GPA + i * 128u, pkt, sizeof(pkt));
+		vd_desc(&f->tx, i, BUF_GPA + i * 128u, sizeof(pkt), 0, 0);
+		vd_publish(&f->tx, i);
+	}
+	f->dev->ops->queue_notify(f->dev, TXQ);
+	assert_int_equal(vd_used_idx(&f->tx), n);
+	for (uint16_t i = 0; i < n; i++) {
+		assert_int_equal(vd_used(&f->tx, i).id, i);
+		frame(pkt + HDR, 60, (uint8_t)i);
+		assert_int_equal(read(f->peer, got, sizeof(got)), sizeof(pkt));
+		assert_memory_equal(got, pkt, sizeof(pkt));
+	}
+	assert_int_equal(read(f->peer, got, sizeof(got)), -1);
+	assert_false(f->dev->vqs[TXQ].used->flags & VIRTQ_USED_F_NO_NOTIFY);
+	virtio_net_stats(f->net, &st);
+	assert_int_equal(st.tx_packets, n);
+	assert_int_equal(st.tx_bytes, n * 60);
+	assert_int_equal(st.tx_dropped, 0);
+}
+
+/* A backend that takes nothing more (EAGAIN): the packets are dropped and handed back, and
+ * the next one goes once there is room again. */
+static void test_transmit_backend_full(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t pkt[HDR + 60], got[256];
+	struct net_stats st;
+	unsigned filled = 0;
+
+	start(f, 0);
+	memset(pkt, 0, sizeof(pkt));
+	while (write(f->backend, pkt, sizeof(pkt)) == sizeof(pkt))
+		filled++;
+	assert_int_equal(errno, EAGAIN);
+	frame(pkt + HDR, 60, 7);
+	memcpy(f->ram + BUF_GPA, pkt, sizeof(pkt));
+	for (uint16_t i = 0; i < 3; i++) {
+		vd_desc(&f->tx, i, BUF_GPA, sizeof(pkt), 0, 0);
+		vd_publish(&f->tx, i);
+	}
+	f->dev->ops->queue_notify(f->dev, TXQ);
+	assert_int_equal(vd_used_idx(&f->tx), 3);
+	virtio_net_stats(f->net, &st);
+	assert_int_equal(st.tx_dropped, 3);
+	assert_int_equal(st.tx_packets, 0);
+	for (unsigned i = 0; i < filled; i++)
+		assert_int_equal(read(f->peer, got, sizeof(got)), sizeof(pkt));
+	assert_int_equal(read(f->peer, got, sizeof(got)), -1);
+
+	vd_desc(&f->tx, 3, BUF_GPA, sizeof(pkt), 0, 0);
+	vd_publish(&f->tx, 3);
+	f->dev->ops->queue_notify(f->dev, TXQ);
+	assert_int_equal(vd_used_idx(&f->tx), 4);
+	assert_int_equal(read(f->peer, got, sizeof(got)), sizeof(pkt));
+	assert_memory_equal(got, pkt, sizeof(pkt));
+	virtio_net_stats(f->net, &st);
+	assert_int_equal(st.tx_packets, 1);
+	assert_int_equal(st.tx_dropped, 3);
+}
+
+/* Packets ahead of a malformed chain go out and are handed back; the chain breaks the
+ * device and is not. */
+static void test_transmit_good_then_malformed(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t pkt[HDR + 60], got[256];
+
+	start(f, 0);
+	memset(pkt, 0, HDR);
+	frame(pkt + HDR, 60, 3);
+	memcpy(f->ram + BUF_GPA, pkt, sizeof(pkt));
+	vd_desc(&f->tx, 0, BUF_GPA, sizeof(pkt), 0, 0);
+	vd_publish(&f->tx, 0);
+	vd_desc(&f->tx, 1, BUF_GPA, sizeof(pkt), 0, 0);
+	vd_publish(&f->tx, 1);
+	vd_desc(&f->tx, 2, BUF_GPA, HDR - 1, 0, 0);
+	vd_publish(&f->tx, 2);
+	vd_desc(&f->tx, 3, BUF_GPA, sizeof(pkt), 0, 0);
+	vd_publish(&f->tx, 3);
+	f->dev->ops->queue_notify(f->dev, TXQ);
+	assert_true(f->dev->broken);
+	assert_int_equal(vd_used_idx(&f->tx), 2);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(read(f->peer, got, sizeof(got)), sizeof(pkt));
+		assert_memory_equal(got, pkt, sizeof(pkt));
+	}
+	assert_int_equal(read(f->peer, got, sizeof(got)), -1);
 }
 
 static void test_transmit_malformed(void **state)
@@ -674,6 +781,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_config, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_transmit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_transmit_many, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_transmit_backend_full, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_transmit_good_then_malformed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_transmit_malformed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_transmit_short_and_huge, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_receive_mergeable, setup, teardown),
