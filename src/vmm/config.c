@@ -251,10 +251,8 @@ static int parse_disk(struct vm_config *cfg, char *arg)
 			else if (!strcmp(val, "sync"))
 				d->engine = BLK_ENGINE_SYNC;
 			else {
-				fprintf(
-				    stderr,
-				    "yun-vmm: --disk: engine=%s: use io_uring, threads or sync\n",
-				    val);
+				config_error("--disk: engine=%s: use io_uring, threads or sync",
+					     val);
 				return -EINVAL;
 			}
 		} else if (!strcmp(kv, "direct")) {
@@ -347,10 +345,8 @@ static int parse_net(struct vm_config *cfg, char *arg)
 			unsigned long long q;
 
 			if (parse_uint(val, 1, VIRTIO_NET_MAX_QUEUE_PAIRS, &q)) {
-				fprintf(
-				    stderr,
-				    "yun-vmm: --net: queues=%s: want queue pairs from 1 to %d\n",
-				    val, VIRTIO_NET_MAX_QUEUE_PAIRS);
+				config_error("--net: queues=%s: want queue pairs from 1 to %d", val,
+					     VIRTIO_NET_MAX_QUEUE_PAIRS);
 				return -EINVAL;
 			}
 			n->queues = (unsigned)q;
