@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
+
 static enum log_level max_level = LOG_INFO;
 static char vm_name[64] = "yun-vmm";
 static const char *const level_names[] = {"error", "warning", "info", "debug"};
@@ -44,19 +46,11 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	va_end(ap);
 }
 
-static long long now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 void log_ratelimited(struct log_ratelimit *rl, enum log_level level, const char *fmt, ...)
 {
 	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 	unsigned suppressed;
-	long long now = now_ns();
+	long long now = (long long)monotonic_ns();
 	va_list ap;
 
 	if (level > max_level)

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/snapshot_file.h"
 
@@ -111,12 +112,7 @@ struct virtio_vsock {
 
 static uint64_t clock_ns(const struct virtio_vsock *vs)
 {
-	struct timespec ts;
-
-	if (vs->clock)
-		return vs->clock();
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+	return vs->clock ? vs->clock() : monotonic_ns();
 }
 
 /* The part [off, off + len) of an iovec, as an iovec in dst; returns its entries. */
