@@ -699,8 +699,7 @@ int vm_config_parse_args(struct vm_config *cfg, int argc, char **argv)
 	return 0;
 }
 
-/* A word of the command line that starts with key (which ends in '='). */
-static bool cmdline_has(const char *line, const char *key)
+bool cmdline_has(const char *line, const char *key)
 {
 	size_t klen = strlen(key);
 

@@ -116,5 +116,7 @@ const char *vm_config_cmdline(const struct vm_config *cfg);
  * root disk and the line has no root= of its own, as Firecracker does for is_root_device.
  */
 char *vm_config_boot_cmdline(const struct vm_config *cfg);
+/* Whether a word of the kernel command line starts with key (which ends in '='). */
+bool cmdline_has(const char *line, const char *key);
 
 #endif

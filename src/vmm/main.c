@@ -13,6 +13,7 @@
 #include "vmm/api/api.h"
 #include "vmm/config.h"
 #include "vmm/console.h"
+#include "vmm/cpuid.h"
 #include "vmm/jail.h"
 #include "vmm/sandbox.h"
 #include "vmm/vm.h"
@@ -82,6 +83,8 @@ int main(int argc, char **argv)
 		return ret > 0 ? 0 : STATUS_CONFIG;
 	if (cfg.verbose)
 		log_set_level(LOG_DEBUG);
+	/* Whether the host holds guests to their CPUID is read in /sys, outside any jail. */
+	cpuid_host_shows_through();
 	/* Jailed, every path of the configuration is inside the jail: checked and opened there. */
 	if (cfg.jail && jail_enter(cfg.jail, cfg.uid, cfg.gid))
 		return STATUS_CONFIG;

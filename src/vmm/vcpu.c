@@ -12,6 +12,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/snapshot_file.h"
+#include "vmm/cpuid.h"
 #include "vmm/layout.h"
 #include "vmm/sandbox.h"
 #include "vmm/vm.h"

@@ -29,6 +29,7 @@
 #include "vmm/boot/acpi.h"
 #include "vmm/boot/boot.h"
 #include "vmm/console.h"
+#include "vmm/cpuid.h"
 #include "vmm/layout.h"
 #include "vmm/snapshot.h"
 #include "vmm/vcpu.h"
@@ -441,11 +442,41 @@ static int build_acpi(struct vm *vm)
 	return 0;
 }
 
+/*
+ * On a host that shows guests its own CPUID (cpuid.h), the command line with Linux's
+ * clearcpuid= for what the VM does not offer, unless the user gave one. Takes cmdline.
+ */
+static char *hide_host_features(struct vm *vm, char *cmdline)
+{
+	struct kvm_cpuid2 *c;
+	char arg[160], *s = NULL;
+	unsigned left_out;
+	int n;
+
+	if (!cmdline || !cpuid_host_shows_through() || cmdline_has(cmdline, "clearcpuid="))
+		return cmdline;
+	c = cpuid_for_vcpu(vm->kvm_fd, 0, vm->nr_vcpus);
+	if (!c)
+		return cmdline;
+	n = cpuid_clearcpuid(c, cpuid_host, arg, sizeof(arg), &left_out);
+	free(c);
+	if (n < 0)
+		log_warn("%u host features do not fit in clearcpuid=; the guest may use them",
+			 left_out);
+	if (!arg[0])
+		return cmdline;
+	log_debug("kernel command line: adding %s", arg);
+	if (asprintf(&s, "%s %s", cmdline, arg) < 0)
+		s = NULL;
+	free(cmdline);
+	return s;
+}
+
 /* Read the kernel and open the initrd, load them, and point the boot vCPU at the entry. */
 static int load_kernel(struct vm *vm)
 {
 	const struct vm_config *cfg = vm->cfg;
-	char *cmdline = vm_config_boot_cmdline(cfg);
+	char *cmdline = hide_host_features(vm, vm_config_boot_cmdline(cfg));
 	struct boot_files f = {
 	    .initrd_fd = -1,
 	    .cmdline = cmdline,
