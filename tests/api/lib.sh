@@ -25,8 +25,23 @@ expect() {
 	if [ "$code" = "$want" ] && json_true "$cond"; then
 		ok "$what"
 	else
-		not_ok "$what # $method $path: status $code, body: $body"
+		not_ok "$what # $method $path: status $code, body: $body$(no_answer_why)"
 	fi
+}
+
+# After a call without an answer (status 000): whether yun-vmm ($pid) is still there, and the
+# last line it wrote to $VMM_STDERR, so that a CI log that shows only failures tells why.
+no_answer_why() {
+	local state
+	[ "$code" = 000 ] && [ -n "${pid:-}" ] || return 0
+	state=$(awk '/^State:/ {print $2}' "/proc/$pid/status" 2>/dev/null)
+	if [ -n "$state" ] && [ "$state" != Z ]; then
+		printf '; yun-vmm (pid %s) runs but did not answer in 30 s' "$pid"
+	else
+		printf '; yun-vmm (pid %s) is gone' "$pid"
+	fi
+	[ -n "${VMM_STDERR:-}" ] && [ -s "$VMM_STDERR" ] && printf ', its last words: %s' "$(tail -n 1 "$VMM_STDERR")"
+	return 0
 }
 
 # json_true EXPR: EXPR over the last response's JSON (`j`; None without a body) holds.

@@ -28,6 +28,7 @@ wait_exit() {
 }
 
 mkfifo "$local/in"
+VMM_STDERR=$LOGS/api-vm.stderr
 "$BUILD/yun-vmm" --api-socket "$SOCK" --kernel "$GUEST" --cmdline "bench=wait" --cpus 2 \
 	--rng <"$local/in" >"$dir/console.log" 2>"$LOGS/api-vm.stderr" &
 pid=$!
