@@ -139,13 +139,11 @@ bool cpuid_host_shows_through(void)
 {
 	static int shows = -1;
 
-	if (shows < 0) {
-		shows = access("/sys/module/kvm_pvm", F_OK) == 0;
-		if (shows)
-			log_info(
-			    "this host's KVM is kvm_pvm: guests see the host's CPUID, so Linux "
-			    "guests get clearcpuid= for the features the VM does not offer");
-	}
+	/* A kernel may have kvm_pvm built in beside a hardware vendor module (then KVM is that). */
+	if (shows < 0)
+		shows = access("/sys/module/kvm_pvm", F_OK) == 0 &&
+			access("/sys/module/kvm_intel", F_OK) &&
+			access("/sys/module/kvm_amd", F_OK);
 	return shows;
 }
 

@@ -18,7 +18,7 @@ int cpuid_setup(int kvm_fd, int vcpu_fd, unsigned id, unsigned ncpus);
  * Whether this host's KVM shows the guest the host's own CPUID features whatever
  * KVM_SET_CPUID2 says (kvm_pvm in native mode: see ../shared/DESIGN.md, "Testing on these
  * hosts"). Found out by the first call, which must come before the process is jailed (it looks
- * for /sys/module/kvm_pvm); logged once.
+ * for /sys/module/kvm_pvm, and for no kvm_intel or kvm_amd).
  */
 bool cpuid_host_shows_through(void);
 

@@ -448,6 +448,7 @@ static int build_acpi(struct vm *vm)
  */
 static char *hide_host_features(struct vm *vm, char *cmdline)
 {
+	static bool said;
 	struct kvm_cpuid2 *c;
 	char arg[160], *s = NULL;
 	unsigned left_out;
@@ -465,7 +466,13 @@ static char *hide_host_features(struct vm *vm, char *cmdline)
 			 left_out);
 	if (!arg[0])
 		return cmdline;
-	log_debug("kernel command line: adding %s", arg);
+	if (!said) {
+		log_info(
+		    "this host's KVM is kvm_pvm, whose guests see the host's CPUID: the kernel "
+		    "command line gets %s",
+		    arg);
+		said = true;
+	}
 	if (asprintf(&s, "%s %s", cmdline, arg) < 0)
 		s = NULL;
 	free(cmdline);
