@@ -67,9 +67,8 @@ struct emu {
 static __u64 *gpr(struct emu *e, unsigned n)
 {
 	__u64 *const regs[16] = {
-	    &e->r.rax, &e->r.rcx, &e->r.rdx, &e->r.rbx, &e->r.rsp, &e->r.rbp,
-	    &e->r.rsi, &e->r.rdi, &e->r.r8,  &e->r.r9,	&e->r.r10, &e->r.r11,
-	    &e->r.r12, &e->r.r13, &e->r.r14, &e->r.r15,
+	    &e->r.rax, &e->r.rcx, &e->r.rdx, &e->r.rbx, &e->r.rsp, &e->r.rbp, &e->r.rsi, &e->r.rdi,
+	    &e->r.r8,  &e->r.r9,  &e->r.r10, &e->r.r11, &e->r.r12, &e->r.r13, &e->r.r14, &e->r.r15,
 	};
 
 	return regs[n & 15];
@@ -421,7 +420,7 @@ static bool host_cmpxchg8b(void *p, uint64_t *old, uint64_t new)
 
 	__asm__ volatile("lock cmpxchg8b %1"
 			 : "=@ccz"(ok), "+m"(*(volatile uint64_t *)p), "+a"(lo), "+d"(hi)
-			 : "b"((uint32_t)new), "c"((uint32_t)(new >> 32))
+			 : "b"((uint32_t) new), "c"((uint32_t)(new >> 32))
 			 : "memory");
 	*old = (uint64_t)hi << 32 | lo;
 	return ok;

@@ -35,8 +35,8 @@ enum emu_insn {
 };
 
 enum emu_result {
-	EMU_DONE,	 /* carried out: registers, memory (and XSAVE state) updated, RIP advanced */
-	EMU_EXCEPTION,	 /* inject out->vector; nothing changed but RIP for a trap (#BP) */
+	EMU_DONE,      /* carried out: registers, memory (and XSAVE state) updated, RIP advanced */
+	EMU_EXCEPTION, /* inject out->vector; nothing changed but RIP for a trap (#BP) */
 	EMU_NEED_XSTATE, /* call again with xs set: the instruction reads x87/XSAVE state */
 	EMU_UNHANDLED,	 /* not carried out: out->why says why; stop the VM */
 };
