@@ -8,7 +8,15 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "vmm/emulate.h"
+
 struct vm;
+
+/* The guest's CPUID leaf 0xD: each XSAVE component's offset and size in the standard format. */
+struct xsave_layout {
+	uint32_t offset[EMU_XFEATURES];
+	uint32_t size[EMU_XFEATURES];
+};
 
 struct vcpu {
 	struct vm *vm;
@@ -19,6 +27,9 @@ struct vcpu {
 	bool started;
 	/* VM exits by reason, for metrics (KVM_EXIT_* below 64). */
 	uint64_t exits[64];
+	/* Instructions KVM gave up on that the fallback (emulate.c) carried out, by instruction. */
+	uint64_t emulated[EMU_NR_INSNS];
+	struct xsave_layout xsave_layout;
 };
 
 int vcpu_create(struct vm *vm, unsigned id, struct vcpu **out);
@@ -44,7 +55,7 @@ struct snap_reader;
 int vcpu_save(struct vcpu *v, struct snap_writer *w);
 int vcpu_load(struct vcpu *v, const struct snap_reader *r);
 
-/* CPUID for vCPU `id` of `ncpus`, from what KVM supports (cpuid.c). */
-int cpuid_setup(int kvm_fd, int vcpu_fd, unsigned id, unsigned ncpus);
+/* CPUID for vCPU `id` of `ncpus`, from what KVM supports (cpuid.c); xl gets leaf 0xD. */
+int cpuid_setup(int kvm_fd, int vcpu_fd, unsigned id, unsigned ncpus, struct xsave_layout *xl);
 
 #endif

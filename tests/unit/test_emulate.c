@@ -25,13 +25,13 @@
 #define US 0x4ULL
 
 /* RFLAGS bits. */
-#define CF 0x1ULL
-#define PF 0x4ULL
-#define AF 0x10ULL
-#define ZF 0x40ULL
-#define SF 0x80ULL
-#define OF 0x800ULL
-#define AC 0x40000ULL
+#define CF    0x1ULL
+#define PF    0x4ULL
+#define AF    0x10ULL
+#define ZF    0x40ULL
+#define SF    0x80ULL
+#define OF    0x800ULL
+#define AC    0x40000ULL
 #define ARITH (CF | PF | AF | ZF | SF | OF)
 
 /*
@@ -175,14 +175,14 @@ static enum emu_result run_at(struct fixture *f, uint64_t at, const void *code, 
 	return emu_run(&f->m, &mmio_ops, &f->regs, &f->sregs, xs, &f->out);
 }
 
-#define RUN(f, ...)                                                                    \
-	({                                                                             \
-		static const uint8_t code_[] = {__VA_ARGS__};                          \
-		run_at(f, CODE, code_, sizeof(code_), NULL);                           \
+#define RUN(f, ...)                                           \
+	({                                                    \
+		static const uint8_t code_[] = {__VA_ARGS__}; \
+		run_at(f, CODE, code_, sizeof(code_), NULL);  \
 	})
 
-static void assert_exception(struct fixture *f, enum emu_result rc, uint8_t vector,
-			     bool has_error, uint32_t error)
+static void assert_exception(struct fixture *f, enum emu_result rc, uint8_t vector, bool has_error,
+			     uint32_t error)
 {
 	assert_int_equal(rc, EMU_EXCEPTION);
 	assert_int_equal(f->out.vector, vector);
@@ -394,11 +394,11 @@ static void test_lock_and_unknown(void **state)
 	assert_int_equal(f->out.nr_bytes, 15);
 	assert_int_equal(f->out.bytes[0], 0x90);
 	assert_int_equal(f->regs.rip, CODE);
-	assert_int_equal(RUN(f, 0x0f, 0x0b), EMU_UNHANDLED);		    /* ud2 */
-	assert_int_equal(RUN(f, 0xf2, 0x0f, 0xb8, 0xc3), EMU_UNHANDLED);    /* not popcnt */
-	assert_int_equal(RUN(f, 0x0f, 0x01, 0xc8), EMU_UNHANDLED);	    /* monitor */
-	assert_int_equal(RUN(f, 0x0f, 0xc7, 0xf0), EMU_UNHANDLED);	    /* rdrand */
-	assert_int_equal(RUN(f, 0x0f, 0xae, 0xe8), EMU_UNHANDLED);	    /* lfence */
+	assert_int_equal(RUN(f, 0x0f, 0x0b), EMU_UNHANDLED);		 /* ud2 */
+	assert_int_equal(RUN(f, 0xf2, 0x0f, 0xb8, 0xc3), EMU_UNHANDLED); /* not popcnt */
+	assert_int_equal(RUN(f, 0x0f, 0x01, 0xc8), EMU_UNHANDLED);	 /* monitor */
+	assert_int_equal(RUN(f, 0x0f, 0xc7, 0xf0), EMU_UNHANDLED);	 /* rdrand */
+	assert_int_equal(RUN(f, 0x0f, 0xae, 0xe8), EMU_UNHANDLED);	 /* lfence */
 	/* F2 after F3: the last one decides, and F2 0F B8 is nothing. */
 	assert_int_equal(RUN(f, 0xf3, 0xf2, 0x0f, 0xb8, 0xc3), EMU_UNHANDLED);
 	/* A REX before a legacy prefix is ignored: this is popcnt eax, ebx. */
@@ -608,8 +608,8 @@ static void test_xrstor(void **state)
 	uint64_t bv;
 
 	init_xstate(f);
-	memset(f->xsave + 160, 0x5a, 256);	/* XMM state before */
-	memset(f->xsave + 576, 0xa5, 256);	/* YMM_Hi128 before */
+	memset(f->xsave + 160, 0x5a, 256); /* XMM state before */
+	memset(f->xsave + 576, 0xa5, 256); /* YMM_Hi128 before */
 	f->xsave[512] = 0x7;
 	xsave_image(f, 0x7);
 	f->regs.rbx = DATA;
