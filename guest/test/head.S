@@ -93,6 +93,21 @@ load_idt:
 	lidt (%rdi)
 	ret
 
+/*
+ * int $0x80 from ring 3 (a DPL-3 gate): call the ring-0 function in %rdi with the argument in
+ * %rsi and return its result in %rax; the caller's asm names the registers the C ABI clobbers.
+ * The CPU pushed 5 quadwords on the 16-byte aligned RSP0: one more aligns the call.
+ */
+	.globl ring0_stub
+ring0_stub:
+	movq %rdi, %rax
+	movq %rsi, %rdi
+	subq $8, %rsp
+	cld
+	call *%rax
+	addq $8, %rsp
+	iretq
+
 /* Interrupts (MSI-X vectors): save what the C ABI clobbers, call irq_handler(vector). */
 	.macro IRQ_STUB vec
 	.globl irq_stub_\vec

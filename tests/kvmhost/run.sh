@@ -123,8 +123,9 @@ trap 'rm -rf "$job"' EXIT
 	echo
 } >"$job/job.sh"
 
-# Emulated AMD-V with nested paging; MTTCG uses every host core.
-qemu=(qemu-system-x86_64 -M q35 -accel tcg,thread=multi -cpu qemu64,+svm,+npt
+# Emulated AMD-V with nested paging; MTTCG uses every host core. POPCNT, which TCG executes only
+# where the CPU model has it, for the test guest's check of yun-vmm's emulation fallback.
+qemu=(qemu-system-x86_64 -M q35 -accel tcg,thread=multi -cpu qemu64,+svm,+npt,+popcnt
 	-smp "$cpus" -m "$mem" -nodefaults -no-user-config -display none -no-reboot
 	-kernel "$kroot/boot/vmlinuz-$kver" -initrd "$initrd"
 	-append "console=ttyS0 quiet loglevel=4 panic=-1 yun.work=$PWD yun.job=$job"
