@@ -2,7 +2,8 @@
 /*
  * The test guest: checks a machine the way Linux would, one TAP line per check on COM1, then
  * powers off through ACPI. Ring 0 only sets up (IDT, TSS, LAPIC); the checks run in ring 3 with
- * IOPL 3, where port I/O and MMIO need no help from the hypervisor's instruction emulator.
+ * IOPL 3, where port I/O and MMIO need no help from the hypervisor's instruction emulator, but
+ * for one that needs it: a ring-0 popcnt of virtio registers (check_ring0_popcnt).
  *
  * The host passes what it expects on the command line (PVH start info):
  *   cpus=N mem=MiB disk_sectors=N disk_serial=ID rng=1 vcon=1|console vcon_in=LINE
