@@ -200,6 +200,10 @@ static enum emu_result translate(struct emu *e, uint64_t la, uint64_t size, unsi
 		case GM_WALK_BAD_TABLE:
 			return unhandled(e, "a guest page table lies outside RAM");
 		case GM_WALK_NOT_IN_RAM:
+			if (e->mmio && e->mmio->in_kernel &&
+			    e->mmio->in_kernel(e->mmio->opaque, t.gpa, len))
+				return unhandled(
+				    e, "an access to a device KVM emulates in the kernel");
 			p[*n] = (struct piece){t.gpa, NULL, (unsigned)len};
 			break;
 		case GM_WALK_OK:

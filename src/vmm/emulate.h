@@ -45,6 +45,9 @@ enum emu_result {
 struct emu_mmio {
 	void (*read)(void *opaque, uint64_t gpa, void *data, unsigned size);
 	void (*write)(void *opaque, uint64_t gpa, const void *data, unsigned size);
+	/* Optional: true for a range only KVM serves (its LAPIC, IOAPIC), which read and write
+	 * cannot reach: the instruction is then not emulated. */
+	bool (*in_kernel)(void *opaque, uint64_t gpa, uint64_t len);
 	void *opaque;
 };
 

@@ -342,6 +342,18 @@ static void emu_mmio_write(void *opaque, uint64_t gpa, const void *data, unsigne
 	io_bus_access(&v->vm->mmio, gpa, buf, size, true);
 }
 
+/* The in-kernel LAPIC and IOAPIC (layout.h): their registers are not on the MMIO bus. */
+static bool emu_mmio_in_kernel(void *opaque, uint64_t gpa, uint64_t len)
+{
+	static const uint64_t base[] = {LAYOUT_LAPIC_BASE, LAYOUT_IOAPIC_BASE};
+
+	for (unsigned i = 0; i < 2; i++) {
+		if (gpa < base[i] + 4096 && gpa + len > base[i])
+			return true;
+	}
+	return false;
+}
+
 /*
  * Inject what the instruction raised. Without KVM_CAP_EXCEPTION_PAYLOAD an exception set
  * through KVM_SET_VCPU_EVENTS is one being injected (api.rst, KVM_GET_VCPU_EVENTS), and a #PF's
@@ -395,7 +407,7 @@ static int read_xstate(struct vcpu *v, struct kvm_xsave *xsave, struct emu_xstat
  */
 static bool emulate_instruction(struct vcpu *v)
 {
-	struct emu_mmio mmio = {emu_mmio_read, emu_mmio_write, v};
+	struct emu_mmio mmio = {emu_mmio_read, emu_mmio_write, emu_mmio_in_kernel, v};
 	struct kvm_regs regs;
 	struct kvm_sregs sregs;
 	struct kvm_xsave xsave;

@@ -73,7 +73,7 @@ static void segment(struct kvm_segment *s, const uint8_t *p, bool l, bool db)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const struct emu_mmio mmio = {mmio_read, mmio_write, NULL};
+	static const struct emu_mmio mmio = {mmio_read, mmio_write, NULL, NULL};
 	static uint8_t xsave[4096];
 	struct kvm_regs regs, before;
 	struct kvm_sregs sregs = {0};
