@@ -67,7 +67,9 @@ void exc_stub_18(void), exc_stub_19(void);
 
 uint64_t guest_setup(uint32_t start_info);
 void irq_handler(uint64_t vector);
-void exception_handler(uint64_t vector, uint64_t error, uint64_t rip);
+void exception_handler(uint64_t vector, uint64_t error, uint64_t rip, uint64_t *frame);
+uint64_t popcnt_probe(uint64_t addr);
+void popcnt_probe_fixup(void);
 void ap_main(void);
 void user_main(uint32_t start_info);
 
@@ -164,8 +166,25 @@ void irq_handler(uint64_t vector)
 		mmio_write32(LAPIC_BASE + LAPIC_EOI, 0);
 }
 
-void exception_handler(uint64_t vector, uint64_t error, uint64_t rip)
+/* A #PF a check provokes on purpose in popcnt_probe (armed), and what it saw. */
+static volatile struct {
+	bool armed, taken;
+	uint64_t cr2, error;
+} pf_probe;
+
+void exception_handler(uint64_t vector, uint64_t error, uint64_t rip, uint64_t *frame)
 {
+	if (vector == 14 && pf_probe.armed && rip == (uint64_t)popcnt_probe) {
+		uint64_t cr2;
+
+		__asm__ volatile("mov %%cr2, %0" : "=r"(cr2));
+		pf_probe.cr2 = cr2;
+		pf_probe.error = error;
+		pf_probe.taken = true;
+		pf_probe.armed = false;
+		frame[1] = (uint64_t)popcnt_probe_fixup;
+		return;
+	}
 	print("not ok - exception %lu (error %#lx) at %#lx\n", vector, error, rip);
 	print("Bail out! exception\n");
 	for (;;)
@@ -814,6 +833,12 @@ static uint64_t ring0_call(uint64_t (*fn)(uint64_t), uint64_t arg)
 	return ret;
 }
 
+#define PROBE_VA (512ull << 30) /* the first address PML4 entry 1 maps */
+
+static uint64_t probe_pdpt[512] __attribute__((aligned(4096)));
+static uint64_t probe_pd[512] __attribute__((aligned(4096)));
+static uint64_t probe_pt[512] __attribute__((aligned(4096)));
+
 static uint64_t popcnt64_r0(uint64_t addr)
 {
 	uint64_t v;
@@ -861,6 +886,26 @@ static void check_ring0_popcnt(void)
 	got = ring0_call(popcnt16_r0, (uint64_t)(cc + CC_QSIZE));
 	tap(got == bits_set(qsz), "virtio-blk: popcnt of queue_size (%u) from ring 0 is %lu", qsz,
 	    got);
+
+	/*
+	 * An operand from the BAR's page into a page that is not mapped: #PF on the second page,
+	 * not present, a supervisor read (error code 0), CR2 its first byte. The BAR's page is
+	 * mapped again at PROBE_VA, in tables of this check's own under PML4 entry 1.
+	 */
+	probe_pt[0] = ((uint64_t)cc & ~0xfffull) | 0x1b; /* P, RW, PWT, PCD */
+	probe_pt[1] = 0;
+	probe_pd[0] = (uint64_t)probe_pt | 0x3;
+	probe_pdpt[0] = (uint64_t)probe_pd | 0x3;
+	pml4[1] = (uint64_t)probe_pdpt | 0x3;
+	barrier();
+	pf_probe.armed = true;
+	got = ring0_call(popcnt_probe, PROBE_VA + 0xffc);
+	tap(pf_probe.taken && got == ~0ull && pf_probe.cr2 == PROBE_VA + 0x1000 &&
+		pf_probe.error == 0,
+	    "virtio-blk: popcnt from a BAR's page into an unmapped one from ring 0: #PF (error "
+	    "%#lx, cr2 %#lx)",
+	    pf_probe.error, pf_probe.cr2);
+	pf_probe.armed = false;
 }
 
 static void check_virtio_blk(void)
