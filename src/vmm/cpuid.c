@@ -101,24 +101,15 @@ static void filter_entry(struct kvm_cpuid_entry2 *e, unsigned id, unsigned ncpus
 	}
 }
 
-int cpuid_setup(int kvm_fd, int vcpu_fd, unsigned id, unsigned ncpus, struct xsave_layout *xl)
+int cpuid_setup(int kvm_fd, int vcpu_fd, unsigned id, unsigned ncpus)
 {
 	struct kvm_cpuid2 *c = supported_cpuid(kvm_fd);
 	int ret = 0;
 
 	if (!c)
 		return -EIO;
-	memset(xl, 0, sizeof(*xl));
-	for (unsigned i = 0; i < c->nent; i++) {
-		const struct kvm_cpuid_entry2 *e = &c->entries[i];
-
+	for (unsigned i = 0; i < c->nent; i++)
 		filter_entry(&c->entries[i], id, ncpus);
-		/* SDM vol. 1 §13.2: sub-leaf n >= 2 gives component n's size (EAX), offset (EBX). */
-		if (e->function == 0xd && e->index >= 2 && e->index < EMU_XFEATURES) {
-			xl->size[e->index] = e->eax;
-			xl->offset[e->index] = e->ebx;
-		}
-	}
 	if (ioctl(vcpu_fd, KVM_SET_CPUID2, c) < 0) {
 		ret = -errno;
 		log_error("vcpu%u: KVM_SET_CPUID2: %s", id, strerror(errno));

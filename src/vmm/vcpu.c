@@ -110,6 +110,36 @@ static int set_fpu(struct vcpu *v)
 	return ioctl(v->fd, KVM_SET_FPU, &fpu) < 0 ? -errno : 0;
 }
 
+/*
+ * Where the guest's CPUID leaf 0xD puts each XSAVE component (SDM vol. 1 §13.2: sub-leaf n >= 2
+ * gives component n's size in EAX, its offset in EBX), for the fallback's XRSTOR.
+ */
+static int read_xsave_layout(struct vcpu *v)
+{
+	const unsigned max = 256;
+	struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + max * sizeof(c->entries[0]));
+
+	if (!c)
+		return -ENOMEM;
+	c->nent = max;
+	if (ioctl(v->fd, KVM_GET_CPUID2, c) < 0) {
+		int err = -errno;
+
+		free(c);
+		return err;
+	}
+	for (unsigned i = 0; i < c->nent; i++) {
+		const struct kvm_cpuid_entry2 *e = &c->entries[i];
+
+		if (e->function == 0xd && e->index >= 2 && e->index < EMU_XFEATURES) {
+			v->xsave_layout.size[e->index] = e->eax;
+			v->xsave_layout.offset[e->index] = e->ebx;
+		}
+	}
+	free(c);
+	return 0;
+}
+
 int vcpu_create(struct vm *vm, unsigned id, struct vcpu **out)
 {
 	struct vcpu *v = calloc(1, sizeof(*v));
@@ -131,7 +161,9 @@ int vcpu_create(struct vm *vm, unsigned id, struct vcpu **out)
 		err = -errno;
 		goto err_close;
 	}
-	err = cpuid_setup(vm->kvm_fd, v->fd, id, vm->nr_vcpus, &v->xsave_layout);
+	err = cpuid_setup(vm->kvm_fd, v->fd, id, vm->nr_vcpus);
+	if (!err)
+		err = read_xsave_layout(v);
 	if (!err)
 		err = set_msrs(v);
 	if (!err)

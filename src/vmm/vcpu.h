@@ -55,7 +55,7 @@ struct snap_reader;
 int vcpu_save(struct vcpu *v, struct snap_writer *w);
 int vcpu_load(struct vcpu *v, const struct snap_reader *r);
 
-/* CPUID for vCPU `id` of `ncpus`, from what KVM supports (cpuid.c); xl gets leaf 0xD. */
-int cpuid_setup(int kvm_fd, int vcpu_fd, unsigned id, unsigned ncpus, struct xsave_layout *xl);
+/* CPUID for vCPU `id` of `ncpus`, from what KVM supports (cpuid.c). */
+int cpuid_setup(int kvm_fd, int vcpu_fd, unsigned id, unsigned ncpus);
 
 #endif
