@@ -17,8 +17,11 @@
 #define CR0_MP	    (1ULL << 1)
 #define CR0_TS	    (1ULL << 3)
 #define CR0_NE	    (1ULL << 5)
+#define CR4_PAE	    (1ULL << 5)
 #define CR4_OSXSAVE (1ULL << 18)
+#define CR4_SMAP    (1ULL << 21)
 #define EFER_LMA    (1ULL << 10)
+#define PTE_US	    (1ULL << 2)
 
 /* The XSAVE area (SDM vol. 1 §13.4): legacy region, then the header. */
 #define XS_FSW	      2
@@ -171,6 +174,26 @@ struct piece {
 #define MAX_PIECES (XS_MAX / PAGE_SIZE + 1)
 
 /*
+ * SMAP (SDM vol. 3A §4.6.1), which the walker leaves to its caller: with CR4.SMAP, a data
+ * access from CPL < 3 to a page user mode may access faults unless RFLAGS.AC is set.
+ */
+static bool smap_denies(struct emu *e, const struct gm_translation *t, unsigned access)
+{
+	bool user = t->nr_steps > 0;
+
+	if (!(e->s->cr4 & CR4_SMAP) || e->cpl == 3 || (access & GM_ACCESS_FETCH) ||
+	    (e->r.rflags & FL_AC))
+		return false;
+	for (unsigned i = 0; i < t->nr_steps; i++) {
+		/* A PAE PDPT entry (level 3 outside long mode) has no U/S bit. */
+		if (t->steps[i].level == 3 && !(e->pg.efer & EFER_LMA) && (e->pg.cr4 & CR4_PAE))
+			continue;
+		user = user && (t->steps[i].entry & PTE_US);
+	}
+	return user;
+}
+
+/*
  * Translate [la, la+size) page by page for the access (GM_ACCESS_*); every page is translated
  * before anything is read or written, so a #PF on the second page leaves the first untouched.
  */
@@ -193,6 +216,11 @@ static enum emu_result translate(struct emu *e, uint64_t la, uint64_t size, unsi
 			len = size - done;
 		if (*n == MAX_PIECES || gm_translate(e->m, &e->pg, a, access, &t))
 			return unhandled(e, "a paging mode the walker does not know");
+		if (t.result == GM_WALK_OK && smap_denies(e, &t, access)) {
+			e->out->cr2 = a;
+			return raise(e, EMU_VEC_PF, true,
+				     GM_PF_PRESENT | (access & (GM_PF_WRITE | GM_PF_FETCH)));
+		}
 		switch (t.result) {
 		case GM_WALK_PAGE_FAULT:
 			e->out->cr2 = a;

@@ -342,6 +342,22 @@ static void test_faults_data(void **state)
 	f->regs.rbx = 0x00007ffffffffffcULL;
 	assert_exception(f, RUN(f, 0xf3, 0x48, 0x0f, 0xb8, 0x03), EMU_VEC_GP, true, 0);
 
+	/* SMAP: ring 0 reading a user page faults unless RFLAGS.AC is set (P, no U). */
+	f->sregs.cr4 |= 1ULL << 21;
+	f->regs.rbx = DATA;
+	assert_exception(f, RUN(f, 0xf3, 0x48, 0x0f, 0xb8, 0x03), EMU_VEC_PF, true, GM_PF_PRESENT);
+	assert_int_equal(f->out.cr2, DATA);
+	f->regs.rbx = SUPER; /* a supervisor page is fine */
+	assert_int_equal(RUN(f, 0xf3, 0x48, 0x0f, 0xb8, 0x03), EMU_DONE);
+	f->regs.rflags |= AC;
+	f->regs.rbx = DATA;
+	assert_int_equal(RUN(f, 0xf3, 0x48, 0x0f, 0xb8, 0x03), EMU_DONE);
+	f->regs.rflags &= ~AC;
+	/* ... and never an instruction fetch. */
+	f->regs.rbx = 0;
+	assert_int_equal(RUN(f, 0xf3, 0x48, 0x0f, 0xb8, 0xc3), EMU_DONE);
+	f->sregs.cr4 &= ~(1ULL << 21);
+
 	/* Ring 3 reading a supervisor page: P | U. */
 	f->sregs.cs.dpl = f->sregs.ss.dpl = 3;
 	f->regs.rbx = SUPER;
