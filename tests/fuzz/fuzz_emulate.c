@@ -111,7 +111,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	mode = data[52];
 	sregs.cr0 = 0x1 | ((uint64_t)(data[53] & 0x2e)) | (data[53] & 0x80 ? 0x10000 : 0);
 	sregs.cr3 = ((uint64_t)(data[54] | data[55] << 8) << 12) % (ram_size + 4096);
-	sregs.cr4 = (data[56] & 1 ? 0x40000 : 0) | (data[56] & 2 ? 0x10 : 0);
+	sregs.cr4 = (data[56] & 1 ? 0x40000 : 0) | (data[56] & 2 ? 0x10 : 0) |
+		    (data[56] & 8 ? 0x200000 : 0); /* OSXSAVE, PSE, SMAP */
 	switch (mode & 7) {
 	case 0: /* 64-bit, 4-level */
 	case 1: /* 64-bit, 5-level */
