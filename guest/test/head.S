@@ -93,6 +93,33 @@ load_idt:
 	lidt (%rdi)
 	ret
 
+/*
+ * int $0x80 from ring 3 (a DPL-3 gate): call the ring-0 function in %rdi with the argument in
+ * %rsi and return its result in %rax; the caller's asm names the registers the C ABI clobbers.
+ * The CPU pushed 5 quadwords on the 16-byte aligned RSP0: one more aligns the call.
+ */
+	.globl ring0_stub
+ring0_stub:
+	movq %rdi, %rax
+	movq %rsi, %rdi
+	subq $8, %rsp
+	cld
+	call *%rax
+	addq $8, %rsp
+	iretq
+
+/*
+ * popcnt_probe(addr): POPCNT of the quadword at addr (ring 0, through ring0_stub); a #PF there
+ * comes back through popcnt_probe_fixup as ~0.
+ */
+	.globl popcnt_probe, popcnt_probe_fixup
+popcnt_probe:
+	popcntq (%rdi), %rax
+	ret
+popcnt_probe_fixup:
+	movq $-1, %rax
+	ret
+
 /* Interrupts (MSI-X vectors): save what the C ABI clobbers, call irq_handler(vector). */
 	.macro IRQ_STUB vec
 	.globl irq_stub_\vec
@@ -127,7 +154,11 @@ irq_common:
 	popq %rdi
 	iretq
 
-/* Exceptions: report the vector, error code and RIP, then stop. */
+/*
+ * Exceptions: exception_handler(vector, error code, RIP, frame) reports and stops, or returns
+ * when the fault was one a check expected and it moved the frame's RIP to a fix-up. The frame
+ * (error code, then the CPU's 5 quadwords) leaves RSP 16-byte aligned for the call.
+ */
 	.macro EXC_STUB vec, has_error
 	.globl exc_stub_\vec
 exc_stub_\vec:
@@ -137,7 +168,11 @@ exc_stub_\vec:
 	movq $\vec, %rdi
 	movq (%rsp), %rsi		/* error code */
 	movq 8(%rsp), %rdx		/* RIP */
-	jmp exception_handler
+	movq %rsp, %rcx
+	cld
+	call exception_handler
+	addq $8, %rsp
+	iretq
 	.endm
 	EXC_STUB 0, 0
 	EXC_STUB 1, 0

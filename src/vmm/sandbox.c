@@ -138,9 +138,25 @@ static const int vcpu_calls[] = {
     SCMP_SYS(fdatasync),      SCMP_SYS(pwritev),	 SCMP_SYS(preadv),
 };
 static const unsigned long vcpu_ioctls[] = {
-    KVM_RUN,	   KVM_GET_REGS,   KVM_GET_SREGS, KVM_SET_GSI_ROUTING, KVM_IRQFD,
-    KVM_IOEVENTFD, KVM_SIGNAL_MSI, KVM_IRQ_LINE,  KVM_IRQ_LINE_STATUS, TUNSETOFFLOAD,
+    KVM_RUN,
+    KVM_GET_REGS,
+    KVM_GET_SREGS,
+    KVM_SET_GSI_ROUTING,
+    KVM_IRQFD,
+    KVM_IOEVENTFD,
+    KVM_SIGNAL_MSI,
+    KVM_IRQ_LINE,
+    KVM_IRQ_LINE_STATUS,
+    TUNSETOFFLOAD,
     TUNSETQUEUE,
+    /* The emulation fallback (vcpu.c): the vCPU's state, and an exception to inject. */
+    KVM_SET_REGS,
+    KVM_SET_SREGS,
+    KVM_GET_XSAVE,
+    KVM_SET_XSAVE,
+    KVM_GET_XCRS,
+    KVM_GET_VCPU_EVENTS,
+    KVM_SET_VCPU_EVENTS,
 };
 
 /* The API's HTTP thread: its socket, libmicrohttpd's own set-up, and files it checks at start. */

@@ -111,6 +111,36 @@ static int set_fpu(struct vcpu *v)
 	return ioctl(v->fd, KVM_SET_FPU, &fpu) < 0 ? -errno : 0;
 }
 
+/*
+ * Where the guest's CPUID leaf 0xD puts each XSAVE component (SDM vol. 1 §13.2: sub-leaf n >= 2
+ * gives component n's size in EAX, its offset in EBX), for the fallback's XRSTOR.
+ */
+static int read_xsave_layout(struct vcpu *v)
+{
+	const unsigned max = 256;
+	struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + max * sizeof(c->entries[0]));
+
+	if (!c)
+		return -ENOMEM;
+	c->nent = max;
+	if (ioctl(v->fd, KVM_GET_CPUID2, c) < 0) {
+		int err = -errno;
+
+		free(c);
+		return err;
+	}
+	for (unsigned i = 0; i < c->nent; i++) {
+		const struct kvm_cpuid_entry2 *e = &c->entries[i];
+
+		if (e->function == 0xd && e->index >= 2 && e->index < EMU_XFEATURES) {
+			v->xsave_layout.size[e->index] = e->eax;
+			v->xsave_layout.offset[e->index] = e->ebx;
+		}
+	}
+	free(c);
+	return 0;
+}
+
 int vcpu_create(struct vm *vm, unsigned id, struct vcpu **out)
 {
 	struct vcpu *v = calloc(1, sizeof(*v));
@@ -133,6 +163,8 @@ int vcpu_create(struct vm *vm, unsigned id, struct vcpu **out)
 		goto err_close;
 	}
 	err = cpuid_setup(vm->kvm_fd, v->fd, id, vm->nr_vcpus);
+	if (!err)
+		err = read_xsave_layout(v);
 	if (!err)
 		err = set_msrs(v);
 	if (!err)
@@ -327,6 +359,138 @@ static void handle_system_event(struct vcpu *v)
 	}
 }
 
+static void emu_mmio_read(void *opaque, uint64_t gpa, void *data, unsigned size)
+{
+	struct vcpu *v = opaque;
+
+	io_bus_access(&v->vm->mmio, gpa, data, size, false);
+}
+
+static void emu_mmio_write(void *opaque, uint64_t gpa, const void *data, unsigned size)
+{
+	struct vcpu *v = opaque;
+	uint8_t buf[8];
+
+	memcpy(buf, data, size);
+	io_bus_access(&v->vm->mmio, gpa, buf, size, true);
+}
+
+/* The in-kernel LAPIC and IOAPIC (layout.h): their registers are not on the MMIO bus. */
+static bool emu_mmio_in_kernel(void *opaque, uint64_t gpa, uint64_t len)
+{
+	static const uint64_t base[] = {LAYOUT_LAPIC_BASE, LAYOUT_IOAPIC_BASE};
+
+	for (unsigned i = 0; i < 2; i++) {
+		if (gpa < base[i] + 4096 && gpa + len > base[i])
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Inject what the instruction raised. Without KVM_CAP_EXCEPTION_PAYLOAD an exception set
+ * through KVM_SET_VCPU_EVENTS is one being injected (api.rst, KVM_GET_VCPU_EVENTS), and a #PF's
+ * CR2 must already be in place. #BP is a software exception: KVM advances RIP past the int3 as
+ * it injects it (svm_update_soft_interrupt_rip() decodes it again), so RIP stays on the int3.
+ */
+static int inject_exception(struct vcpu *v, struct kvm_sregs *sregs, const struct emu_outcome *out)
+{
+	struct kvm_vcpu_events ev;
+
+	if (out->vector == EMU_VEC_PF) {
+		sregs->cr2 = out->cr2;
+		if (ioctl(v->fd, KVM_SET_SREGS, sregs) < 0)
+			return -errno;
+	}
+	if (ioctl(v->fd, KVM_GET_VCPU_EVENTS, &ev) < 0)
+		return -errno;
+	ev.exception.injected = 1;
+	ev.exception.nr = out->vector;
+	ev.exception.has_error_code = out->has_error_code;
+	ev.exception.error_code = out->error_code;
+	if (ioctl(v->fd, KVM_SET_VCPU_EVENTS, &ev) < 0)
+		return -errno;
+	return 0;
+}
+
+/* The XSAVE state emu_run() asked for: KVM_GET_XSAVE's region, XCR0, the CPUID layout. */
+static int read_xstate(struct vcpu *v, struct kvm_xsave *xsave, struct emu_xstate *xs)
+{
+	struct kvm_xcrs xcrs;
+
+	if (ioctl(v->fd, KVM_GET_XSAVE, xsave) < 0 || ioctl(v->fd, KVM_GET_XCRS, &xcrs) < 0)
+		return -errno;
+	*xs = (struct emu_xstate){.buf = (uint8_t *)xsave->region, .size = sizeof(xsave->region)};
+	for (uint32_t i = 0; i < xcrs.nr_xcrs && i < KVM_MAX_XCRS; i++) {
+		if (xcrs.xcrs[i].xcr == 0)
+			xs->xcr0 = xcrs.xcrs[i].value;
+	}
+	/* Without XSAVE in the guest there are no XCRs: x87 (and SSE) state only. */
+	if (!xcrs.nr_xcrs)
+		xs->xcr0 = 0x3;
+	memcpy(xs->comp_offset, v->xsave_layout.offset, sizeof(xs->comp_offset));
+	memcpy(xs->comp_size, v->xsave_layout.size, sizeof(xs->comp_size));
+	return 0;
+}
+
+/*
+ * KVM_EXIT_INTERNAL_ERROR / KVM_INTERNAL_ERROR_EMULATION: KVM's emulator does not know the
+ * instruction at RIP (at CPL 0; at CPL 3 KVM injects #UD itself) and has not executed it.
+ * Carry it out here, or inject what it raises, and resume; false when the VM must stop.
+ */
+static bool emulate_instruction(struct vcpu *v)
+{
+	struct emu_mmio mmio = {emu_mmio_read, emu_mmio_write, emu_mmio_in_kernel, v};
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+	struct kvm_xsave xsave;
+	struct emu_xstate xs = {0};
+	struct emu_outcome out;
+	enum emu_result rc;
+	char bytes[3 * 15 + 1] = "";
+	int err = 0;
+
+	if (ioctl(v->fd, KVM_GET_REGS, &regs) < 0 || ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0) {
+		log_error("vcpu%u: KVM could not emulate an instruction (registers unreadable: %s)",
+			  v->id, strerror(errno));
+		return false;
+	}
+	rc = emu_run(&v->vm->mem, &mmio, &regs, &sregs, NULL, &out);
+	if (rc == EMU_NEED_XSTATE) {
+		err = read_xstate(v, &xsave, &xs);
+		if (!err)
+			rc = emu_run(&v->vm->mem, &mmio, &regs, &sregs, &xs, &out);
+	}
+	if (!err && rc == EMU_DONE) {
+		if (xs.changed && ioctl(v->fd, KVM_SET_XSAVE, &xsave) < 0)
+			err = -errno;
+		else if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0)
+			err = -errno;
+	} else if (!err && rc == EMU_EXCEPTION) {
+		err = inject_exception(v, &sregs, &out);
+	}
+	if (err) {
+		log_error("vcpu%u: emulating %s at rip %#llx: %s", v->id,
+			  out.decoded ? emu_insn_name(out.insn) : "an instruction",
+			  (unsigned long long)regs.rip, strerror(-err));
+		return false;
+	}
+	if (rc == EMU_DONE || rc == EMU_EXCEPTION) {
+		if (out.decoded)
+			__atomic_store_n(&v->emulated[out.insn], v->emulated[out.insn] + 1,
+					 __ATOMIC_RELAXED);
+		return true;
+	}
+	for (unsigned i = 0; i < out.nr_bytes; i++)
+		snprintf(bytes + 3 * i, sizeof(bytes) - 3 * i, " %02x", out.bytes[i]);
+	log_error("vcpu%u: KVM could not emulate the instruction at rip %#llx (cs %#x, cpl %u, "
+		  "cr0 %#llx, efer %#llx), nor can yun-vmm: %s; instruction bytes:%s",
+		  v->id, (unsigned long long)regs.rip, sregs.cs.selector, sregs.ss.dpl,
+		  (unsigned long long)sregs.cr0, (unsigned long long)sregs.efer,
+		  out.why ? out.why : "?", bytes[0] ? bytes : " (unreadable)");
+	return false;
+}
+
 /* One exit KVM_RUN returned (0): count it and serve it. */
 static void handle_exit(struct vcpu *v)
 {
@@ -357,9 +521,12 @@ static void handle_exit(struct vcpu *v)
 		handle_system_event(v);
 		break;
 	case KVM_EXIT_INTERNAL_ERROR:
-		report_crash(v, run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION
-				    ? "KVM could not emulate an instruction"
-				    : "KVM internal error");
+		if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION) {
+			if (!emulate_instruction(v))
+				vm_request_stop(v->vm, VM_EXIT_CRASH);
+			break;
+		}
+		report_crash(v, "KVM internal error");
 		vm_request_stop(v->vm, VM_EXIT_CRASH);
 		break;
 	case KVM_EXIT_FAIL_ENTRY:
@@ -391,6 +558,23 @@ static void finish_exit(struct vcpu *v)
 		v->run->immediate_exit = 1;
 	}
 	v->run->immediate_exit = 0;
+}
+
+/* What the fallback did for this vCPU, once, as it stops: "vcpu0: emulated popcnt 1, ...". */
+static void log_emulated(struct vcpu *v)
+{
+	char line[256] = "";
+	size_t len = 0;
+
+	for (unsigned i = 0; i < EMU_NR_INSNS && len < sizeof(line); i++) {
+		if (v->emulated[i])
+			len += (size_t)snprintf(line + len, sizeof(line) - len, "%s %s %llu",
+						len ? "," : "", emu_insn_name(i),
+						(unsigned long long)v->emulated[i]);
+	}
+	if (len)
+		log_info("vcpu%u: instructions KVM could not emulate, emulated by yun-vmm:%s",
+			 v->id, line);
 }
 
 static void *vcpu_thread(void *arg)
@@ -431,6 +615,7 @@ static void *vcpu_thread(void *arg)
 		}
 		handle_exit(v);
 	}
+	log_emulated(v);
 	return NULL;
 }
 

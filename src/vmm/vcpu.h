@@ -8,7 +8,15 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "vmm/emulate.h"
+
 struct vm;
+
+/* The guest's CPUID leaf 0xD: each XSAVE component's offset and size in the standard format. */
+struct xsave_layout {
+	uint32_t offset[EMU_XFEATURES];
+	uint32_t size[EMU_XFEATURES];
+};
 
 struct vcpu {
 	struct vm *vm;
@@ -19,6 +27,9 @@ struct vcpu {
 	bool started;
 	/* VM exits by reason, for metrics (KVM_EXIT_* below 64). */
 	uint64_t exits[64];
+	/* Instructions KVM gave up on that the fallback (emulate.c) carried out, by instruction. */
+	uint64_t emulated[EMU_NR_INSNS];
+	struct xsave_layout xsave_layout;
 };
 
 int vcpu_create(struct vm *vm, unsigned id, struct vcpu **out);

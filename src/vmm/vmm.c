@@ -361,6 +361,9 @@ int vmm_metrics(struct vmm *m, struct vmm_metrics *out)
 		for (unsigned r = 0; r < 64; r++)
 			out->exits[i][r] =
 			    __atomic_load_n(&m->vm->vcpus[i]->exits[r], __ATOMIC_RELAXED);
+		for (unsigned e = 0; e < EMU_NR_INSNS; e++)
+			out->emulated[i][e] =
+			    __atomic_load_n(&m->vm->vcpus[i]->emulated[e], __ATOMIC_RELAXED);
 	}
 	event_loop_call(&m->vm->loop, collect_device_metrics, &c);
 out:

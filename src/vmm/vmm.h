@@ -18,6 +18,7 @@
 #include "devices/virtio/net.h"
 #include "devices/virtio/rng.h"
 #include "vmm/config.h"
+#include "vmm/emulate.h"
 #include "vmm/memory.h"
 #include "vmm/vm.h"
 
@@ -48,7 +49,8 @@ struct vmm {
 /* Counters of the running VM, for the metrics endpoint. */
 struct vmm_metrics {
 	unsigned nr_vcpus;
-	uint64_t exits[VM_MAX_CPUS][64]; /* by KVM_EXIT_* reason, vCPU by vCPU */
+	uint64_t exits[VM_MAX_CPUS][64];	      /* by KVM_EXIT_* reason, vCPU by vCPU */
+	uint64_t emulated[VM_MAX_CPUS][EMU_NR_INSNS]; /* by instruction (emulate.h) */
 	unsigned nr_disks;
 	struct blk_stats disks[VM_MAX_DISKS];
 	bool has_net, has_rng, has_vconsole;

@@ -55,8 +55,8 @@ caps=$(awk '/^Cap(Eff|Prm|Bnd|Amb|Inh):/ {printf "%s=%s ", $1, $2}' /proc/$pid/s
 expect "GET /vm: Running, 2 vCPUs" GET /vm - 200 'j["state"] == "Running" and j["config"]["cpus"] == 2'
 expect "registers while running: 409, pause first" GET /vcpus/0/registers - 409 "$err and 'pause' in j['error']"
 expect "memory by gva while running: 409, pause first" GET "/memory?gva=0x100000&vcpu=0&len=16" - 409 "$err"
-expect "metrics: port I/O exits counted (the guest polls COM1), the rng listed" GET /metrics - 200 \
-	'j["exits"].get("io", 0) > 100 and len(j["vcpus"]) == 2 and "rng0" in j["devices"]'
+expect "metrics: port I/O exits counted (the guest polls COM1), the rng listed, nothing emulated" GET /metrics - 200 \
+	'j["exits"].get("io", 0) > 100 and len(j["vcpus"]) == 2 and "rng0" in j["devices"] and j["emulated"] == {} and all(v["emulated"] == {} for v in j["vcpus"])'
 io_before=$(jget 'j["exits"]["io"]')
 expect "PATCH /vm Paused: 204" PATCH /vm '{"state": "Paused"}' 204
 expect "GET /vm: Paused" GET /vm - 200 'j["state"] == "Paused"'

@@ -2,7 +2,9 @@
 # The test guest under Debian's QEMU, the oracle: the same guest, disk and expectations as
 # run-yun.sh, on a q35 machine with a modern virtio-blk-pci (and virtio-rng, virtio-console). With a usable /dev/kvm QEMU runs
 # under KVM (-cpu kvm64, as the issue asks); without one it runs under its own emulator (TCG),
-# which is slower but models the same hardware.
+# which is slower but models the same hardware. POPCNT is added: the guest's ring-0 popcnt of a
+# virtio register is the oracle for yun-vmm's emulation fallback, and TCG refuses it (#UD)
+# on a CPU model without it.
 set -u
 shopt -s extglob
 cd "$(dirname "$0")/../.."
@@ -21,7 +23,7 @@ log=$LOGS/guest-qemu-console.log
 vcon=$LOGS/guest-qemu-vcon.log
 printf '%s\n' "$VCON_IN" >"$dir/vcon-in"
 timeout "${YUN_GUEST_TIMEOUT:-300}" qemu-system-x86_64 -nodefaults -no-user-config -display none \
-	-M q35 -accel "$accel" -cpu kvm64 -smp "$CPUS" -m "$MEM" -no-reboot \
+	-M q35 -accel "$accel" -cpu kvm64,+popcnt -smp "$CPUS" -m "$MEM" -no-reboot \
 	-kernel "$GUEST" -append "$GUEST_CMDLINE vcon=1 vcon_in=$VCON_IN" -serial "file:$log" \
 	-drive "if=none,id=d0,format=raw,file=$dir/disk.img" \
 	-device "virtio-blk-pci,drive=d0,disable-legacy=on,serial=$DISK_SERIAL" \

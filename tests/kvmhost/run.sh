@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run a command where /dev/kvm works.
 #
-#   tests/kvmhost/run.sh [--mem MiB] [--cpus N] [--timeout S] [--interactive] -- COMMAND [ARGS...]
+#   tests/kvmhost/run.sh [--mem MiB] [--cpus N] [--timeout S] [--cpu-features +F,...]
+#                        [--interactive] -- COMMAND [ARGS...]
 #
 # On a host whose /dev/kvm opens, COMMAND simply runs here. Otherwise (the VMs this project is
 # developed and tested on have no usable /dev/kvm) it runs inside a "KVM host": Debian's
@@ -19,12 +20,14 @@ mem=3072
 cpus=$(nproc)
 timeout=3600
 interactive=0
+features=
 
 while [ $# -gt 0 ]; do
 	case $1 in
 	--mem) mem=$2; shift 2 ;;
 	--cpus) cpus=$2; shift 2 ;;
 	--timeout) timeout=$2; shift 2 ;;
+	--cpu-features) features=,$2; shift 2 ;;
 	--interactive) interactive=1; shift ;;
 	--) shift; break ;;
 	*) echo "kvmhost: unknown option $1" >&2; exit 125 ;;
@@ -123,8 +126,9 @@ trap 'rm -rf "$job"' EXIT
 	echo
 } >"$job/job.sh"
 
-# Emulated AMD-V with nested paging; MTTCG uses every host core.
-qemu=(qemu-system-x86_64 -M q35 -accel tcg,thread=multi -cpu qemu64,+svm,+npt
+# Emulated AMD-V with nested paging; MTTCG uses every host core. --cpu-features adds to the
+# CPU model what a guest needs TCG to execute (TCG refuses an instruction the model lacks).
+qemu=(qemu-system-x86_64 -M q35 -accel tcg,thread=multi -cpu "qemu64,+svm,+npt$features"
 	-smp "$cpus" -m "$mem" -nodefaults -no-user-config -display none -no-reboot
 	-kernel "$kroot/boot/vmlinuz-$kver" -initrd "$initrd"
 	-append "console=ttyS0 quiet loglevel=4 panic=-1 yun.work=$PWD yun.job=$job"

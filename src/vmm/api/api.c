@@ -408,6 +408,19 @@ static json_t *exits_json(const uint64_t *exits)
 	return o;
 }
 
+/* Instructions the emulation fallback carried out, by name: {"popcnt": 1}. */
+static json_t *emulated_json(const uint64_t *emulated)
+{
+	json_t *o = json_object();
+
+	for (unsigned i = 0; i < EMU_NR_INSNS; i++) {
+		if (emulated[i])
+			json_object_set_new(o, emu_insn_name(i),
+					    json_integer((json_int_t)emulated[i]));
+	}
+	return o;
+}
+
 #define J(v) ((json_int_t)(v))
 
 static json_t *blk_json(const struct blk_stats *s)
@@ -434,7 +447,7 @@ static struct reply get_metrics(struct vmm *m, struct MHD_Connection *c, const s
 {
 	struct vmm_metrics *mt = malloc(sizeof(*mt));
 	json_t *vcpus, *devices, *total;
-	uint64_t sum[64] = {0};
+	uint64_t sum[64] = {0}, emulated[EMU_NR_INSNS] = {0};
 	int ret;
 
 	if (!mt)
@@ -446,10 +459,13 @@ static struct reply get_metrics(struct vmm *m, struct MHD_Connection *c, const s
 	}
 	vcpus = json_array();
 	for (unsigned i = 0; i < mt->nr_vcpus; i++) {
-		json_array_append_new(vcpus, json_pack("{s:i, s:o}", "id", (int)i, "exits",
-						       exits_json(mt->exits[i])));
+		json_array_append_new(vcpus, json_pack("{s:i, s:o, s:o}", "id", (int)i, "exits",
+						       exits_json(mt->exits[i]), "emulated",
+						       emulated_json(mt->emulated[i])));
 		for (unsigned e = 0; e < 64; e++)
 			sum[e] += mt->exits[i][e];
+		for (unsigned e = 0; e < EMU_NR_INSNS; e++)
+			emulated[e] += mt->emulated[i][e];
 	}
 	total = exits_json(sum);
 	devices = json_object();
@@ -473,8 +489,9 @@ static struct reply get_metrics(struct vmm *m, struct MHD_Connection *c, const s
 			      "tx_requests", J(mt->vconsole.tx_requests), "tx_bytes",
 			      J(mt->vconsole.tx_bytes), "tx_dropped", J(mt->vconsole.tx_dropped)));
 	free(mt);
-	return json_reply(
-	    200, json_pack("{s:o, s:o, s:o}", "exits", total, "vcpus", vcpus, "devices", devices));
+	return json_reply(200,
+			  json_pack("{s:o, s:o, s:o, s:o}", "exits", total, "emulated",
+				    emulated_json(emulated), "vcpus", vcpus, "devices", devices));
 }
 
 /* Introspection: /vcpus/N/registers, /vcpus/N/translate?gva=, /memory?gpa=&len= */
