@@ -384,5 +384,10 @@ int gm_translate(const struct guest_mem *m, const struct gm_paging *p, uint64_t 
 		walk_64(m, p, gva, access, t);
 	else
 		walk_32(m, p, gva, access, t);
+	/* The I/D bit is set only where fetches can be refused: SMEP, or PAE paging with NX
+	 * (SDM vol. 3A §4.7). */
+	if (t->result == GM_WALK_PAGE_FAULT && !(p->cr4 & CR4_SMEP) &&
+	    !((p->cr4 & CR4_PAE) && (p->efer & EFER_NXE)))
+		t->error_code &= ~GM_PF_FETCH;
 	return 0;
 }

@@ -205,6 +205,14 @@ static void test_walk_faults(void **state)
 	gm_translate(&f->m, &long_mode, 0x6000, GM_ACCESS_FETCH | GM_ACCESS_USER, &t);
 	assert_int_equal(t.result, GM_WALK_PAGE_FAULT);
 	assert_int_equal(t.error_code, GM_PF_PRESENT | GM_PF_FETCH | GM_PF_USER);
+	/* Without NXE (and SMEP) no fetch is refused, and a fetch's fault leaves I/D clear. */
+	struct gm_paging nonx = long_mode;
+	nonx.efer &= ~0x800ULL;
+	gm_translate(&f->m, &nonx, 0x6000, GM_ACCESS_FETCH | GM_ACCESS_USER, &t);
+	assert_int_equal(t.result, GM_WALK_OK);
+	gm_translate(&f->m, &nonx, 0x200000, GM_ACCESS_FETCH | GM_ACCESS_USER, &t);
+	assert_int_equal(t.result, GM_WALK_PAGE_FAULT);
+	assert_int_equal(t.error_code, GM_PF_PRESENT | GM_PF_USER);
 	/* Non-canonical address: #GP, reported as a fault with no error code. */
 	gm_translate(&f->m, &long_mode, 0x0000800000000000ULL, 0, &t);
 	assert_int_equal(t.result, GM_WALK_PAGE_FAULT);
