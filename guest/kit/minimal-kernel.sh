@@ -32,7 +32,7 @@ if [ "${YUN_OFFLINE:-0}" = 1 ]; then
 fi
 
 mkdir -p "$CACHE/kernel"
-exec 9>"$out.lock"
+exec 9>"$CACHE/kernel/.minimal-kernel.lock"
 flock 9
 if [ -f "$out/vmlinux" ]; then
 	echo "$out"
