@@ -9,7 +9,7 @@ PACKAGES=(
 	qemu-system-x86 acpica-tools busybox-static cpio e2fsprogs kmod xz-utils zstd
 	iproute2 python3 curl lz4 binutils
 	dnsmasq-base # the DHCP server of tests/linux/dhcp.sh; dnsmasq-base has no system service
-	bc bison flex libelf-dev # guest/kit/minimal-kernel.sh builds Linux (with build-essential, lz4)
+	bc bison flex libelf-dev libssl-dev # guest/kit/minimal-kernel.sh builds Linux (with lz4)
 )
 
 missing=()
