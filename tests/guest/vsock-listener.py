@@ -7,6 +7,7 @@
 import os
 import socket
 import sys
+import time
 
 path, log_path, ready = sys.argv[1:4]
 HELLO = b"hello from the test guest\n"
@@ -41,6 +42,9 @@ with open(log_path, "w") as log:
         line, rest = read_line(conn, rest)
         want = int(line.split()[1]) if line.startswith(b"bulk ") else 0
         log.write("bulk line: %r\n" % line)
+        # Late, so that the device's buffer for the guest fills: the guest must wait for
+        # credit, and one that sends beyond it gets RST.
+        time.sleep(1)
         got = bytearray(rest)
         while len(got) < want:
             more = conn.recv(65536)
