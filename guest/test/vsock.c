@@ -301,6 +301,8 @@ static void check_connection(uint32_t port)
 	struct conn c = {.port = GUEST_PORT, .peer_port = port};
 	struct vsock_hdr h;
 	unsigned waits = 0;
+	uint32_t alloc;
+	const char *answer = "nothing";
 	bool overran = false, sent;
 	uint16_t op = vs_connect(&c);
 
@@ -319,24 +321,28 @@ static void check_connection(uint32_t port)
 	    "%s: the listener's answer came back with RW (%u bytes)", vs.name, c.got_len);
 
 	c.got_len = 0;
+	alloc = c.peer_buf_alloc;
 	sent = send_pkt(&c, 0, 0, OP_RW, 0, BULK_LINE, sizeof(BULK_LINE) - 1) &&
 	       send_bulk(&c, BULK_LEN, &waits, &overran);
 	tap(sent && !overran && !c.rst && waits > 0,
 	    "%s: %u bytes sent (beyond buf_alloc %u), never beyond the credit (%u waits for it)",
-	    vs.name, BULK_LEN, c.peer_buf_alloc, waits);
+	    vs.name, BULK_LEN, alloc, waits);
 	recv_data(&c, sizeof(BULK_REPLY) - 1);
 	c.got[c.got_len < sizeof(c.got) ? c.got_len : sizeof(c.got) - 1] = 0;
 	tap(c.got_len == sizeof(BULK_REPLY) - 1 && !memcmp(c.got, BULK_REPLY, c.got_len),
 	    "%s: the listener got them all intact (answer %u bytes)", vs.name, c.got_len);
 
-	/* §5.10.6.6: SHUTDOWN both ways; the peer answers with RST (or its own SHUTDOWN). */
+	/* §5.10.6.6: SHUTDOWN both ways; the peer answers with RST (or its own SHUTDOWN). What
+	 * came before it does not count. */
+	c.rst = c.shutdown = false;
 	sent = send_pkt(&c, 0, 0, OP_SHUTDOWN, SHUTDOWN_RCV | SHUTDOWN_SEND, NULL, 0);
 	while (sent && !c.rst && !c.shutdown && recv_pkt(&c, WAIT_MS, &h))
 		;
-	tap(sent && (c.rst || c.shutdown), "%s: SHUTDOWN answered with %s", vs.name,
-	    c.rst	 ? "RST"
-	    : c.shutdown ? "the host's SHUTDOWN"
-			 : "nothing");
+	if (c.rst)
+		answer = "RST";
+	else if (c.shutdown)
+		answer = "the host's SHUTDOWN";
+	tap(sent && (c.rst || c.shutdown), "%s: SHUTDOWN answered with %s", vs.name, answer);
 	if (c.shutdown && !c.rst)
 		send_pkt(&c, 0, 0, OP_RST, 0, NULL, 0);
 }
