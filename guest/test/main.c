@@ -1314,6 +1314,7 @@ void user_main(uint32_t start_info)
 	check_virtio_blk();
 	check_virtio_rng();
 	check_virtio_console();
+	check_virtio_vsock();
 	print("1..%u\n", tap_count);
 	print("# %u passed, %u failed\n", tap_passed, tap_failed);
 	virtio_console_relay();

@@ -83,6 +83,9 @@ void msix_entry(uint64_t table, unsigned i, uint8_t vector, uint32_t apic);
 void check_virtio_console(void);
 void virtio_console_relay(void);
 
+/* virtio-vsock (vsock.c): its checks, with vsock_cid= and vsock_port=. */
+void check_virtio_vsock(void);
+
 /* bench=net-*: the network device path (net.c). */
 void bench_net(const char *mode);
 
