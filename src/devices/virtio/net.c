@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <stdio.h>
@@ -258,14 +257,10 @@ static int net_rx_deliver(struct net_pair *p)
 }
 
 /*
- * Read the pair's next packet, once the guest has a buffer for it. When nothing limits the
- * rate, one readv() takes it straight into the guest's chain, with the bounce buffer behind
- * the chain for what does not fit: a packet the chain holds is delivered (returns 1) with no
- * copy; a longer one, rare, is gathered whole into the bounce buffer for net_rx_deliver(),
- * which spreads it over several chains (MRG_RXBUF) or drops it. With a limiter the packet is
- * read into the bounce buffer first, its size being its cost. Returns 0 with p->pending_len
- * set for a packet in the bounce buffer; otherwise 0 when the backend is empty or the guest has
- * no buffers (p->rx_waiting says which), -1 for a broken queue.
+ * Read the pair's next packet, once the guest has a buffer for it: straight into a chain that
+ * holds any packet, when nothing limits the rate (returns 1, delivered), or into the bounce
+ * buffer (returns 0 with p->pending_len set). Otherwise 0 when the backend is empty or the
+ * guest has no buffers (p->rx_waiting says which), -1 for a broken queue.
  */
 static int net_rx_read(struct net_pair *p)
 {
@@ -287,38 +282,23 @@ static int net_rx_read(struct net_pair *p)
 				 (unsigned long long)c->in_len, (unsigned long long)c->out_len);
 		return -1;
 	}
-	if (!rate_limiter_active(&n->rx_limiter) && c->nr_in < VIRTQ_MAX_SIZE &&
-	    c->nr_in < IOV_MAX) {
-		c->in[c->nr_in] = (struct iovec){p->bounce, sizeof(p->bounce)};
+	if (c->in_len >= MAX_PACKET && !rate_limiter_active(&n->rx_limiter)) {
+		/* Buffers that hold any packet: straight into the guest's memory. */
 		do
-			len = readv(p->fd, c->in, (int)c->nr_in + 1);
+			len = readv(p->fd, c->in, (int)c->nr_in);
 		while (len < 0 && errno == EINTR);
 		if (len < HDR_BYTES) {
 			rx_return(vq, 1);
 			p->rx_waiting = false;
 			return 0;
 		}
-		if ((uint64_t)len <= c->in_len) {
-			iov_from_buf(c->in, c->nr_in, 10, &nbufs, 2);
-			virtq_push(vq, c->head, (uint32_t)len);
-			p->stats.rx_packets++;
-			p->stats.rx_bytes += (uint64_t)len - HDR_BYTES;
-			return 1;
-		}
-		rx_return(vq, 1);
-		if ((uint64_t)len > sizeof(p->bounce)) {
-			p->stats.rx_dropped++; /* longer than any packet the device takes */
-			return 1;
-		}
-		/* Longer than the chain: the whole packet into the bounce buffer, the chain's
-		 * part after the rest that went there; the chain went back to the ring. */
-		memmove(p->bounce + c->in_len, p->bounce, (size_t)len - c->in_len);
-		iov_to_buf(c->in, c->nr_in, 0, p->bounce, c->in_len);
-		p->pending_len = (uint64_t)len;
-		p->pending_admitted = false;
-		return 0;
+		iov_from_buf(c->in, c->nr_in, 10, &nbufs, 2);
+		virtq_push(vq, c->head, (uint32_t)len);
+		p->stats.rx_packets++;
+		p->stats.rx_bytes += (uint64_t)len - HDR_BYTES;
+		return 1;
 	}
-	/* With a limiter (or a chain of more segments than readv() takes): the bounce buffer. */
+	/* Smaller buffers: through the bounce buffer, which net_rx_deliver() spreads. */
 	rx_return(vq, 1);
 	do
 		len = read(p->fd, p->bounce, sizeof(p->bounce));
