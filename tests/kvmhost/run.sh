@@ -152,7 +152,7 @@ boot() {
 	(
 		while kill -0 "$q" 2>/dev/null; do
 			sleep 5
-			if grep -qE 'soft lockup|rcu_preempt detected stalls' "$log"; then
+			if grep -qE 'soft lockup|rcu_preempt (self-)?detected stall' "$log"; then
 				echo "YUN-KVMHOST-LOCKUP"
 				kill "$q" 2>/dev/null
 				break
