@@ -277,8 +277,8 @@ int sandbox_enter(enum sandbox_role role)
 		err = allow_all(ctx, api_calls, N(api_calls));
 	if (!err && role == SANDBOX_API)
 		err = allow_ioctls(ctx, api_ioctls, N(api_ioctls));
-	/* libmicrohttpd names its thread. */
-	if (!err && role == SANDBOX_API)
+	/* Threads name themselves ("vcpu 0", libmicrohttpd's), for ps, top and perf. */
+	if (!err)
 		err = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
 				       SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME));
 	/* seccomp_load() sets PR_SET_NO_NEW_PRIVS (SCMP_FLTATR_CTL_NNP is on by default). */

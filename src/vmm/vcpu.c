@@ -3,10 +3,12 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -580,8 +582,11 @@ static void log_emulated(struct vcpu *v)
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
+	char name[16];
 	sigset_t set;
 
+	snprintf(name, sizeof(name), "vcpu %u", v->id);
+	prctl(PR_SET_NAME, name);
 	/* The kick signal is blocked everywhere but here, inside KVM_RUN's window. */
 	sigemptyset(&set);
 	sigaddset(&set, SIG_VCPU_KICK);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -58,6 +59,7 @@ static void *worker(void *opaque)
 	struct threads_engine *t = opaque;
 	const uint64_t one = 1;
 
+	prctl(PR_SET_NAME, "blk io");
 	pthread_mutex_lock(&t->lock);
 	for (;;) {
 		struct blk_io *io;
