@@ -30,9 +30,11 @@ cmdline="console=ttyS0 panic=-1 quiet"
 if [ "$minimal" = 1 ]; then
 	kdir=$(guest/kit/minimal-kernel.sh)
 	# The root: busybox with its applets as links and an /init that does what the initramfs's
-	# does (less the modules: this kernel has its drivers built in).
+	# does (less the modules: this kernel has its drivers built in), ending in the same
+	# guest/kit/yun-run.sh. Made again when this script or that file changes.
 	disk=build/demo/minimal-root.ext4
-	if [ ! -f "$disk" ]; then
+	key=$(cat scripts/demo.sh guest/kit/yun-run.sh | sha256sum)
+	if [ ! -f "$disk" ] || [ "$(cat "$disk.key" 2>/dev/null)" != "$key" ]; then
 		bb=$(guest/kit/fetch.sh busybox-static)/bin/busybox
 		root=build/demo/minimal-root
 		rm -rf "$root"
@@ -45,21 +47,13 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 echo "yun-guest: userspace up"
-cmd=$(sed -n 's/.*yun\.run=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
-if [ -n "$cmd" ]; then
-	sh -c "$cmd"
-	echo "yun-guest: command exited with status $?"
-else
-	echo "yun-guest: shell on the console; 'exit' powers off"
-	setsid cttyhack sh
-fi
-sync
-poweroff -f
 INIT
+		cat guest/kit/yun-run.sh >>"$root/init"
 		chmod +x "$root/init"
 		truncate -s 64M "$disk.tmp"
 		mkfs.ext4 -q -L yun-minimal -d "$root" "$disk.tmp"
 		mv "$disk.tmp" "$disk"
+		echo "$key" >"$disk.key"
 	fi
 	vmm=(build/yun-vmm --kernel "$kdir/vmlinux" --cpus 2 --memory 512
 		--disk "path=$disk,root=on,serial=yun-demo" --rng --cmdline "$cmdline init=/init"

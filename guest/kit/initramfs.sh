@@ -3,7 +3,8 @@
 # Its /init mounts the usual file systems, loads the virtio modules of the kernel it is built
 # for (Debian's cloud kernel has them as modules), prints "yun-guest: userspace up" on the
 # console (the boot-time marker), then runs a shell on the console and powers off when it
-# exits. With `yun.run=CMD` on the kernel command line it runs CMD instead of the shell.
+# exits. With `yun.run=CMD` on the kernel command line it runs CMD instead of the shell (that
+# end of /init is guest/kit/yun-run.sh, which the minimal kernel's root in scripts/demo.sh shares).
 #
 #   guest/kit/initramfs.sh MODULES_DIR
 set -euo pipefail
@@ -16,7 +17,10 @@ MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_p
 	 vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport"
 
 bb=$("$here/fetch.sh" busybox-static)/bin/busybox
-key=$( (sha256sum "$bb" "$0"; readlink -f "$moddir"; echo "$MODULES") | sha256sum | cut -c1-16)
+# The cache's key: what the initramfs is made of, by content (not by path, which differs from
+# one checkout to another).
+key=$( (for f in "$bb" "$0" "$here/yun-run.sh"; do sha256sum <"$f"; done
+	readlink -f "$moddir"; echo "$MODULES") | sha256sum | cut -c1-16)
 out=$CACHE/initramfs/initramfs-$key.cpio.gz
 if [ ! -f "$out" ]; then
 	tmp=$(mktemp -d)
@@ -41,16 +45,8 @@ for m in $(cat /etc/modules); do insmod /lib/modules/$m.ko 2>/dev/null; done
 # had no console to give init, so init takes it now that there is one.
 [ -t 1 ] || exec </dev/console >/dev/console 2>&1
 echo "yun-guest: userspace up"
-cmd=$(sed -n 's/.*yun\.run=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
-if [ -n "$cmd" ]; then
-	sh -c "$cmd"
-	echo "yun-guest: command exited with status $?"
-else
-	echo "yun-guest: shell on the console; 'exit' powers off"
-	setsid cttyhack sh
-fi
-poweroff -f
 INIT
+	cat "$here/yun-run.sh" >>"$tmp/init"
 	chmod +x "$tmp/init"
 	mkdir -p "$(dirname "$out")"
 	(cd "$tmp" && find . | cpio -o -H newc --quiet | gzip -9) >"$out.tmp"

@@ -17,24 +17,10 @@ if ! command -v dnsmasq >/dev/null; then
 	echo "1..$n"
 	exit 1
 fi
-ns=yun-dhcp-$$
-# Scratch under the build tree (the KVM host's /tmp is private to it); logs stay in $LOGS.
-dir=$(realpath -m "${BUILD:-build}/linux-dhcp.$$")
 dnsmasq=
-cleanup() {
-	ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null
-	[ -z "$dnsmasq" ] || wait "$dnsmasq" 2>/dev/null
-	ip netns del "$ns" 2>/dev/null
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 143' TERM
-mkdir -p "$dir"
-ip netns add "$ns" || { not_ok "a network namespace for the test"; echo "1..$n"; exit 1; }
-in_ns() { ip netns exec "$ns" "$@"; }
-in_ns ip link set lo up
+netns_cleanup_hook() { [ -z "$dnsmasq" ] || wait "$dnsmasq" 2>/dev/null; }
+# Scratch under the build tree (the KVM host's /tmp is private to it); logs stay in $LOGS.
+netns_setup yun-dhcp "$(realpath -m "${BUILD:-build}/linux-dhcp.$$")"
 
 mac=52:54:00:d4:c0:01
 server=10.0.2.1
@@ -65,9 +51,7 @@ in_ns timeout "$TIMEOUT" "$VMM" --kernel "$kdir/vmlinuz" --initrd "$initrd" --me
 	--net "tap=yuntap0,mac=$mac" --console "file=$log" --no-reboot \
 	--cmdline "console=ttyS0 panic=-1 yun.run=$run" 2>"$log.stderr" &
 vmm=$!
-for _ in $(seq 100); do in_ns ip link show yuntap0 >/dev/null 2>&1 && break; sleep 0.1; done
-in_ns ip addr add "$server/24" dev yuntap0
-in_ns ip link set yuntap0 up
+tap_up yuntap0 "$server/24"
 # dnsmasq as a DHCP server only, on the tap only, reading and writing nothing of the host's:
 # no configuration file, no DNS (port 0) and so no resolv.conf or hosts, the lease file in the
 # test's scratch directory, its log in $LOGS, no pid file (none in --no-daemon mode). It stays

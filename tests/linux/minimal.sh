@@ -24,21 +24,8 @@ userspace=1
 uskip() { # uskip WHAT REGEX FILE: expect, or a skip without ring-0 virtualization
 	if [ "$userspace" = 1 ]; then expect "$@"; else ok "$1 # SKIP kvm_pvm host"; fi
 }
-ns=yun-min-$$
-dir=$(mktemp -d)
-cleanup() {
-	ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null
-	ip netns del "$ns" 2>/dev/null
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 143' TERM
+netns_setup yun-min
 mkdir -p "$dir/root"/{bin,dev,proc,sys,tmp}
-ip netns add "$ns" || { not_ok "a network namespace for the test"; echo "1..$n"; exit 1; }
-in_ns() { ip netns exec "$ns" "$@"; }
-in_ns ip link set lo up
 
 # The root file system: busybox with its applets as links, and /init.
 stamp=yun-minimal-$$-$RANDOM
@@ -84,9 +71,7 @@ in_ns timeout "$TIMEOUT" "$VMM" --kernel "$kdir/vmlinux" --cpus 2 --memory 256 \
 	--disk "path=$disk" --net "tap=yuntap0,mac=$mac" --rng --console "file=$log" --no-reboot \
 	--cmdline "$cmdline" 2>"$log.stderr" &
 vmm=$!
-for _ in $(seq 100); do in_ns ip link show yuntap0 >/dev/null 2>&1 && break; sleep 0.1; done
-in_ns ip addr add 10.0.2.1/24 dev yuntap0
-in_ns ip link set yuntap0 up
+tap_up yuntap0 10.0.2.1/24
 wait "$vmm"
 status=$?
 echo "# Linux $(cat "$kdir/version") (minimal, PVH): exit status $status after $(($(date +%s) - start)) s"

@@ -13,19 +13,9 @@ cd "$(dirname "$0")/../.."
 . tests/linux/lib.sh
 skip_without_ring0
 load_kit
-ns=yun-test-$$
-dir=$(mktemp -d)
 listeners=
-cleanup() {
-	ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null
-	[ -z "$listeners" ] || kill $listeners 2>/dev/null
-	ip netns del "$ns" 2>/dev/null
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-ip netns add "$ns" || { not_ok "a network namespace for the test"; echo "1..$n"; exit 1; }
-in_ns() { ip netns exec "$ns" "$@"; }
-in_ns ip link set lo up
+netns_cleanup_hook() { [ -z "$listeners" ] || kill $listeners 2>/dev/null; }
+netns_setup yun-test
 head -c 4M /dev/urandom >"$dir/to-guest"
 want_rx=$(md5sum <"$dir/to-guest" | cut -d' ' -f1)
 
@@ -53,9 +43,7 @@ attempt() {
 		--memory 256 --net "tap=yuntap0,mac=$mac,queues=$queues" --console "file=$log" --no-reboot \
 		--cmdline "console=ttyS0 panic=-1 yun.run=$run" 2>"$log.stderr" &
 	vmm=$!
-	for _ in $(seq 100); do in_ns ip link show yuntap0 >/dev/null 2>&1 && break; sleep 0.1; done
-	in_ns ip addr add 10.0.2.1/24 dev yuntap0
-	in_ns ip link set yuntap0 up
+	tap_up yuntap0 10.0.2.1/24
 	# The host's ends: a receiver that keeps its side open, and a sender. (sleep holds nc's
 	# stdin open: busybox nc stops at EOF there; it must not hold the test's output.)
 	sleep 600 2>/dev/null | in_ns busybox nc -l -p 5000 >"$dir/from-guest" &
