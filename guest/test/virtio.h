@@ -49,6 +49,11 @@ struct vpci {
 #define CC_QDEVICE    0x30
 #define VIRTIO_NO_MSI 0xffff
 
+/* A register of the common configuration at cc (a device's common.addr). */
+#define CC8(cc, o)  (*(volatile uint8_t *)((cc) + (o)))
+#define CC16(cc, o) (*(volatile uint16_t *)((cc) + (o)))
+#define CC32(cc, o) (*(volatile uint32_t *)((cc) + (o)))
+
 /* Split virtqueues (virtio 1.2 §2.7). */
 struct vring_desc {
 	uint64_t addr;
