@@ -126,7 +126,7 @@ static void check_receive(void)
 
 void check_virtio_console(void)
 {
-	uint32_t f0, f1, apic = mmio_read32(LAPIC_ID_REG) >> 24, used_len = 0;
+	uint32_t apic = mmio_read32(LAPIC_ID_REG) >> 24, used_len = 0;
 	uint64_t offered, features;
 	unsigned before;
 	char mode[16];
@@ -146,11 +146,7 @@ void check_virtio_console(void)
 	tap(CC8(ccfg, CC_STATUS) == 0, "%s: reset (status reads 0)", con.name);
 	CC8(ccfg, CC_STATUS) = VIRTIO_STATUS_ACK;
 	CC8(ccfg, CC_STATUS) = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER;
-	CC32(ccfg, CC_DFSELECT) = 0;
-	f0 = CC32(ccfg, CC_DF);
-	CC32(ccfg, CC_DFSELECT) = 1;
-	f1 = CC32(ccfg, CC_DF);
-	offered = (uint64_t)f1 << 32 | f0;
+	offered = cc_device_features(ccfg);
 	print("# %s features %#lx (SIZE %u, MULTIPORT %u, EMERG_WRITE %u)\n", con.name, offered,
 	      (unsigned)(offered >> VIRTIO_CONSOLE_F_SIZE) & 1,
 	      (unsigned)(offered >> VIRTIO_CONSOLE_F_MULTIPORT) & 1,
@@ -163,10 +159,7 @@ void check_virtio_console(void)
 
 	features = offered & (1ull << VIRTIO_F_VERSION_1 | 1ull << VIRTIO_CONSOLE_F_SIZE |
 			      1ull << VIRTIO_CONSOLE_F_EMERG_WRITE);
-	CC32(ccfg, CC_GFSELECT) = 0;
-	CC32(ccfg, CC_GF) = (uint32_t)features;
-	CC32(ccfg, CC_GFSELECT) = 1;
-	CC32(ccfg, CC_GF) = (uint32_t)(features >> 32);
+	cc_driver_features(ccfg, features);
 	CC8(ccfg, CC_STATUS) = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK;
 	if (!(CC8(ccfg, CC_STATUS) & VIRTIO_STATUS_FEATURES_OK)) {
 		tap(false, "%s: FEATURES_OK accepted with %#lx", con.name, features);

@@ -634,10 +634,6 @@ static uint16_t cc16(unsigned o)
 {
 	return *(volatile uint16_t *)(cc + o);
 }
-static uint32_t cc32(unsigned o)
-{
-	return *(volatile uint32_t *)(cc + o);
-}
 static void wcc8(unsigned o, uint8_t v)
 {
 	cc[o] = v;
@@ -645,10 +641,6 @@ static void wcc8(unsigned o, uint8_t v)
 static void wcc16(unsigned o, uint16_t v)
 {
 	*(volatile uint16_t *)(cc + o) = v;
-}
-static void wcc32(unsigned o, uint32_t v)
-{
-	*(volatile uint32_t *)(cc + o) = v;
 }
 
 /* The one queue of the device under test (this guest drives one at a time), in the image's
@@ -676,7 +668,7 @@ void msix_entry(uint64_t table, unsigned i, uint8_t vector, uint32_t apic)
  * must offer; queue 0 on the guest's one ring, its interrupts on MSI-X. */
 static bool virtio_init(struct vpci *b, uint64_t want)
 {
-	uint32_t f0, f1, apic = mmio_read32(LAPIC_BASE + LAPIC_ID) >> 24;
+	uint32_t apic = mmio_read32(LAPIC_BASE + LAPIC_ID) >> 24;
 	uint64_t features;
 	uint16_t qsize;
 	bool ok;
@@ -686,19 +678,12 @@ static bool virtio_init(struct vpci *b, uint64_t want)
 	tap(cc8(CC_STATUS) == 0, "%s: reset (status reads 0)", b->name);
 	wcc8(CC_STATUS, VIRTIO_STATUS_ACK);
 	wcc8(CC_STATUS, VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER);
-	wcc32(CC_DFSELECT, 0);
-	f0 = cc32(CC_DF);
-	wcc32(CC_DFSELECT, 1);
-	f1 = cc32(CC_DF);
-	features = (uint64_t)f1 << 32 | f0;
+	features = cc_device_features(cc);
 	print("# %s features %#lx\n", b->name, features);
 	tap(features & (1ull << VIRTIO_F_VERSION_1), "%s: device offers VERSION_1", b->name);
 	tap((features & want) == want, "%s: device offers %#lx", b->name, want);
 	features &= want;
-	wcc32(CC_GFSELECT, 0);
-	wcc32(CC_GF, (uint32_t)features);
-	wcc32(CC_GFSELECT, 1);
-	wcc32(CC_GF, (uint32_t)(features >> 32));
+	cc_driver_features(cc, features);
 	wcc8(CC_STATUS, VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
 	if (!(cc8(CC_STATUS) & VIRTIO_STATUS_FEATURES_OK)) {
 		tap(false, "%s: FEATURES_OK accepted", b->name);

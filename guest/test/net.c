@@ -65,16 +65,10 @@ static bool net_setup(const struct vpci *b)
 	CC8(ncc, CC_STATUS) = 0;
 	CC8(ncc, CC_STATUS) = VIRTIO_STATUS_ACK;
 	CC8(ncc, CC_STATUS) = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER;
-	CC32(ncc, CC_DFSELECT) = 0;
-	features = CC32(ncc, CC_DF);
-	CC32(ncc, CC_DFSELECT) = 1;
-	features |= (uint64_t)CC32(ncc, CC_DF) << 32;
+	features = cc_device_features(ncc);
 	if ((features & want) != want)
 		return false;
-	CC32(ncc, CC_GFSELECT) = 0;
-	CC32(ncc, CC_GF) = (uint32_t)want;
-	CC32(ncc, CC_GFSELECT) = 1;
-	CC32(ncc, CC_GF) = (uint32_t)(want >> 32);
+	cc_driver_features(ncc, want);
 	CC8(ncc, CC_STATUS) = ok;
 	if (!(CC8(ncc, CC_STATUS) & VIRTIO_STATUS_FEATURES_OK))
 		return false;

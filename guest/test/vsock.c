@@ -300,16 +300,10 @@ void check_virtio_vsock(void)
 	tap(CC8(ccfg, CC_STATUS) == 0, "%s: reset (status reads 0)", vs.name);
 	CC8(ccfg, CC_STATUS) = VIRTIO_STATUS_ACK;
 	CC8(ccfg, CC_STATUS) = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER;
-	CC32(ccfg, CC_DFSELECT) = 0;
-	offered = CC32(ccfg, CC_DF);
-	CC32(ccfg, CC_DFSELECT) = 1;
-	offered |= (uint64_t)CC32(ccfg, CC_DF) << 32;
+	offered = cc_device_features(ccfg);
 	tap(offered & (1ull << VIRTIO_F_VERSION_1), "%s: device offers VERSION_1 (features %#lx)",
 	    vs.name, offered);
-	CC32(ccfg, CC_GFSELECT) = 0;
-	CC32(ccfg, CC_GF) = 0;
-	CC32(ccfg, CC_GFSELECT) = 1;
-	CC32(ccfg, CC_GF) = 1u << (VIRTIO_F_VERSION_1 - 32);
+	cc_driver_features(ccfg, 1ull << VIRTIO_F_VERSION_1);
 	CC8(ccfg, CC_STATUS) = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK;
 	if (!(CC8(ccfg, CC_STATUS) & VIRTIO_STATUS_FEATURES_OK)) {
 		tap(false, "%s: FEATURES_OK accepted with VERSION_1", vs.name);
