@@ -13,7 +13,7 @@
  * --console-device virtio, which discards COM1's output): the guest then relays everything it
  * printed through the transmit queue before it powers off.
  */
-#include "virtio.h"
+#include "vq.h"
 
 #define VIRTIO_CONSOLE_F_SIZE	     0
 #define VIRTIO_CONSOLE_F_MULTIPORT   1
@@ -40,38 +40,13 @@
 #define EARLY_LINE "yun-vcon-early\n"
 #define EMERG_LINE "yun-vcon-emerg\n"
 
-struct vq {
-	struct vring_desc desc[VQ_SIZE];
-	struct {
-		uint16_t flags, idx, ring[VQ_SIZE], used_event;
-	} avail;
-	struct {
-		volatile uint16_t flags, idx;
-		struct {
-			uint32_t id, len;
-		} ring[VQ_SIZE];
-		uint16_t avail_event;
-	} used __attribute__((aligned(4)));
-	uint16_t size, last_used;
-	volatile uint16_t *notify;
-};
-
-static struct vq rxq __attribute__((aligned(4096))), txq __attribute__((aligned(4096)));
+VQ_DEFINE(rxq, VQ_SIZE);
+VQ_DEFINE(txq, VQ_SIZE);
 static uint8_t rx_buf[RX_BUFS][RX_BUF_LEN];
 static char tx_buf[TX_BUF_LEN];
 static struct vpci con = {.name = "virtio-console"};
 static volatile uint8_t *ccfg, *dcfg;
 static bool relay;
-
-#define CC8(o)	(*(volatile uint8_t *)(ccfg + (o)))
-#define CC16(o) (*(volatile uint16_t *)(ccfg + (o)))
-#define CC32(o) (*(volatile uint32_t *)(ccfg + (o)))
-
-static void cc64(unsigned o, uint64_t v)
-{
-	CC32(o) = (uint32_t)v;
-	CC32(o + 4) = (uint32_t)(v >> 32);
-}
 
 /* Queue index on q, its interrupts on MSI-X entry vector; false (and a failed check) when the
  * device has no such queue. */
@@ -79,53 +54,12 @@ static bool setup_queue(struct vq *q, uint16_t index, uint16_t vector)
 {
 	uint16_t max;
 
-	memset(q, 0, sizeof(*q));
-	CC16(CC_QSELECT) = index;
-	max = CC16(CC_QSIZE);
-	if (!max || (max & (max - 1))) {
+	if (!vq_setup(q, &con, index, vector, &max)) {
 		tap(false, "%s: queue %u has a size, a power of 2 (%u)", con.name, index, max);
 		return false;
 	}
-	q->size = max < VQ_SIZE ? max : VQ_SIZE;
-	CC16(CC_QSIZE) = q->size;
-	CC16(CC_QMSIX) = vector;
-	tap(CC16(CC_QMSIX) == vector, "%s: queue %u (size %u of %u) takes MSI-X entry %u", con.name,
-	    index, q->size, max, vector);
-	cc64(CC_QDESC, (uint64_t)q->desc);
-	cc64(CC_QDRIVER, (uint64_t)&q->avail);
-	cc64(CC_QDEVICE, (uint64_t)&q->used);
-	CC16(CC_QENABLE) = 1;
-	q->notify =
-	    (volatile uint16_t *)(con.notify.addr + (uint64_t)CC16(CC_QNOTIFY) * con.notify_mult);
-	return true;
-}
-
-static void post(struct vq *q, uint16_t d, const void *buf, uint32_t len, uint16_t flags)
-{
-	q->desc[d] = (struct vring_desc){(uint64_t)buf, len, flags, 0};
-	q->avail.ring[q->avail.idx % q->size] = d;
-	barrier();
-	q->avail.idx++;
-}
-
-/* §4.1.5.2: without NOTIFICATION_DATA the driver writes the queue's index. */
-static void kick(struct vq *q, uint16_t index)
-{
-	barrier();
-	*q->notify = index;
-}
-
-/* The next used element of q, waiting up to ms; false when none came. */
-static bool next_used(struct vq *q, unsigned ms, uint32_t *id, uint32_t *len)
-{
-	for (unsigned i = 0; i < ms * 10 && q->used.idx == q->last_used; i++)
-		delay_us(100);
-	if (q->used.idx == q->last_used)
-		return false;
-	barrier();
-	*id = q->used.ring[q->last_used % q->size].id;
-	*len = q->used.ring[q->last_used % q->size].len;
-	q->last_used++;
+	tap(CC16(ccfg, CC_QMSIX) == vector, "%s: queue %u (size %u of %u) takes MSI-X entry %u",
+	    con.name, index, q->size, max, vector);
 	return true;
 }
 
@@ -145,9 +79,9 @@ static bool transmit(const char *s, size_t len, uint32_t *used_len)
 	if (len > sizeof(tx_buf))
 		len = sizeof(tx_buf);
 	memcpy(tx_buf, s, len);
-	post(&txq, 0, tx_buf, (uint32_t)len, 0);
-	kick(&txq, TXQ);
-	return next_used(&txq, 5000, &id, used_len) && id == 0;
+	vq_post(&txq, 0, tx_buf, (uint32_t)len, 0);
+	vq_kick(&txq);
+	return vq_wait(&txq, 5000, &id, used_len) && id == 0;
 }
 
 /* One character at a time through emerg_wr, a 32-bit field of which the device takes the
@@ -173,10 +107,10 @@ static void check_receive(void)
 	wlen = strlen(want);
 	want[wlen++] = '\n';
 	for (uint16_t i = 0; i < RX_BUFS; i++)
-		post(&rxq, i, rx_buf[i], RX_BUF_LEN, VRING_DESC_F_WRITE);
-	kick(&rxq, RXQ);
+		vq_post(&rxq, i, rx_buf[i], RX_BUF_LEN, VRING_DESC_F_WRITE);
+	vq_kick(&rxq);
 	/* The host's line may come in pieces, each in a buffer of its own. */
-	while (ok && n < wlen && next_used(&rxq, 5000, &id, &len)) {
+	while (ok && n < wlen && vq_wait(&rxq, 5000, &id, &len)) {
 		ok = id < RX_BUFS && len <= RX_BUF_LEN && n + len <= sizeof(got);
 		if (ok) {
 			memcpy(got + n, rx_buf[id], len);
@@ -192,7 +126,7 @@ static void check_receive(void)
 
 void check_virtio_console(void)
 {
-	uint32_t f0, f1, apic = mmio_read32(LAPIC_ID_REG) >> 24, used_len = 0;
+	uint32_t apic = mmio_read32(LAPIC_ID_REG) >> 24, used_len = 0;
 	uint64_t offered, features;
 	unsigned before;
 	char mode[16];
@@ -208,15 +142,11 @@ void check_virtio_console(void)
 	dcfg = (volatile uint8_t *)con.device.addr;
 
 	/* virtio 1.2 §3.1.1 */
-	CC8(CC_STATUS) = 0;
-	tap(CC8(CC_STATUS) == 0, "%s: reset (status reads 0)", con.name);
-	CC8(CC_STATUS) = VIRTIO_STATUS_ACK;
-	CC8(CC_STATUS) = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER;
-	CC32(CC_DFSELECT) = 0;
-	f0 = CC32(CC_DF);
-	CC32(CC_DFSELECT) = 1;
-	f1 = CC32(CC_DF);
-	offered = (uint64_t)f1 << 32 | f0;
+	CC8(ccfg, CC_STATUS) = 0;
+	tap(CC8(ccfg, CC_STATUS) == 0, "%s: reset (status reads 0)", con.name);
+	CC8(ccfg, CC_STATUS) = VIRTIO_STATUS_ACK;
+	CC8(ccfg, CC_STATUS) = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER;
+	offered = cc_device_features(ccfg);
 	print("# %s features %#lx (SIZE %u, MULTIPORT %u, EMERG_WRITE %u)\n", con.name, offered,
 	      (unsigned)(offered >> VIRTIO_CONSOLE_F_SIZE) & 1,
 	      (unsigned)(offered >> VIRTIO_CONSOLE_F_MULTIPORT) & 1,
@@ -229,12 +159,9 @@ void check_virtio_console(void)
 
 	features = offered & (1ull << VIRTIO_F_VERSION_1 | 1ull << VIRTIO_CONSOLE_F_SIZE |
 			      1ull << VIRTIO_CONSOLE_F_EMERG_WRITE);
-	CC32(CC_GFSELECT) = 0;
-	CC32(CC_GF) = (uint32_t)features;
-	CC32(CC_GFSELECT) = 1;
-	CC32(CC_GF) = (uint32_t)(features >> 32);
-	CC8(CC_STATUS) = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK;
-	if (!(CC8(CC_STATUS) & VIRTIO_STATUS_FEATURES_OK)) {
+	cc_driver_features(ccfg, features);
+	CC8(ccfg, CC_STATUS) = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK;
+	if (!(CC8(ccfg, CC_STATUS) & VIRTIO_STATUS_FEATURES_OK)) {
 		tap(false, "%s: FEATURES_OK accepted with %#lx", con.name, features);
 		return;
 	}
@@ -245,16 +172,17 @@ void check_virtio_console(void)
 		    (uint16_t)(pci_read16(con.dev, con.msix_cap + 2) | 0x8000));
 	msix_entry(con.msix_table, 0, VEC_CONFIG, apic);
 	msix_entry(con.msix_table, 1, VEC_QUEUE, apic);
-	CC16(CC_MSIX) = 0;
-	tap(CC16(CC_MSIX) == 0, "%s: config vector 0 accepted", con.name);
+	CC16(ccfg, CC_MSIX) = 0;
+	tap(CC16(ccfg, CC_MSIX) == 0, "%s: config vector 0 accepted", con.name);
 	/* §5.3.2: without MULTIPORT, port 0's two queues are all the driver uses. */
-	tap(CC16(CC_NUMQ) >= 2, "%s: %u queues, receiveq and transmitq among them", con.name,
-	    CC16(CC_NUMQ));
+	tap(CC16(ccfg, CC_NUMQ) >= 2, "%s: %u queues, receiveq and transmitq among them", con.name,
+	    CC16(ccfg, CC_NUMQ));
 	if (!setup_queue(&rxq, RXQ, 1) || !setup_queue(&txq, TXQ, 1))
 		return;
-	CC8(CC_STATUS) = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK |
-			 VIRTIO_STATUS_DRIVER_OK;
-	tap(CC8(CC_STATUS) == 0xf, "%s: DRIVER_OK (status %#x)", con.name, CC8(CC_STATUS));
+	CC8(ccfg, CC_STATUS) = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER |
+			       VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK;
+	tap(CC8(ccfg, CC_STATUS) == 0xf, "%s: DRIVER_OK (status %#x)", con.name,
+	    CC8(ccfg, CC_STATUS));
 
 	print("# %s config: cols %u rows %u max_nr_ports %u\n", con.name,
 	      *(volatile uint16_t *)(dcfg + CFG_COLS), *(volatile uint16_t *)(dcfg + CFG_ROWS),
@@ -280,13 +208,13 @@ void check_virtio_console(void)
 		emergency_write(EMERG_LINE);
 	else
 		tap_skip("%s: emergency write (EMERG_WRITE not offered)", con.name);
-	tap(!(CC8(CC_STATUS) & (VIRTIO_STATUS_NEEDS_RESET | VIRTIO_STATUS_FAILED)),
-	    "%s: device still healthy (status %#x)", con.name, CC8(CC_STATUS));
+	tap(!(CC8(ccfg, CC_STATUS) & (VIRTIO_STATUS_NEEDS_RESET | VIRTIO_STATUS_FAILED)),
+	    "%s: device still healthy (status %#x)", con.name, CC8(ccfg, CC_STATUS));
 	relay = !strcmp(mode, "console") && sent;
 	if (relay)
 		return;
-	CC8(CC_STATUS) = 0;
-	tap(CC8(CC_STATUS) == 0, "%s: reset after use (status reads 0)", con.name);
+	CC8(ccfg, CC_STATUS) = 0;
+	tap(CC8(ccfg, CC_STATUS) == 0, "%s: reset after use (status reads 0)", con.name);
 }
 
 void virtio_console_relay(void)

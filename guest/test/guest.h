@@ -75,6 +75,13 @@ static inline void barrier(void)
 	__asm__ volatile("mfence" ::: "memory");
 }
 
+/* Keep the compiler from moving memory accesses across it: enough between a used index's read
+ * and the ring's (x86 keeps loads in order itself). */
+static inline void compiler_barrier(void)
+{
+	__asm__ volatile("" ::: "memory");
+}
+
 void *memset(void *d, int c, size_t n);
 void *memcpy(void *d, const void *s, size_t n);
 int memcmp(const void *a, const void *b, size_t n);

@@ -6,7 +6,7 @@ ifeq ($(WERROR),1)
 GUEST_CFLAGS += -Werror
 endif
 GUEST_SRC := guest/test/head.S guest/test/lib.c guest/test/main.c guest/test/console.c \
-	     guest/test/net.c guest/test/vsock.c
+	     guest/test/net.c guest/test/vsock.c guest/test/vq.c
 GUEST_OBJ := $(GUEST_SRC:%=$(BUILD)/guest/obj/%.o)
 
 guest: $(BUILD)/guest/test-guest.elf

@@ -13,7 +13,7 @@
  * `bench=blk` and `bench=net-*` (net.c) measure a device path from ring 3 by polling.
  */
 #include "guest.h"
-#include "virtio.h"
+#include "vq.h"
 
 /* PVH start info (xen/include/public/arch-x86/hvm/start_info.h). */
 struct hvm_start_info {
@@ -265,17 +265,6 @@ void delay_us(uint64_t us)
 		last = now;
 		cpu_relax();
 	}
-}
-
-/* Wait up to ms milliseconds for *p to differ from old. */
-static bool wait_change16(volatile uint16_t *p, uint16_t old, unsigned ms)
-{
-	for (unsigned i = 0; i < ms * 10; i++) {
-		if (*p != old)
-			return true;
-		delay_us(100);
-	}
-	return *p != old;
 }
 
 /* ---- high MMIO: BARs above 4 GiB get 2 MiB pages on demand ---- */
@@ -645,10 +634,6 @@ static uint16_t cc16(unsigned o)
 {
 	return *(volatile uint16_t *)(cc + o);
 }
-static uint32_t cc32(unsigned o)
-{
-	return *(volatile uint32_t *)(cc + o);
-}
 static void wcc8(unsigned o, uint8_t v)
 {
 	cc[o] = v;
@@ -657,32 +642,10 @@ static void wcc16(unsigned o, uint16_t v)
 {
 	*(volatile uint16_t *)(cc + o) = v;
 }
-static void wcc32(unsigned o, uint32_t v)
-{
-	*(volatile uint32_t *)(cc + o) = v;
-}
-static void wcc64(unsigned o, uint64_t v)
-{
-	wcc32(o, (uint32_t)v);
-	wcc32(o + 4, (uint32_t)(v >> 32));
-}
 
-/* One split virtqueue of up to QSIZE entries (qsz in use), in the guest image's memory. */
-#define QSIZE 128
-static uint16_t qsz = QSIZE;
-
-static struct vring_desc desc[QSIZE] __attribute__((aligned(16)));
-static struct {
-	uint16_t flags, idx, ring[QSIZE], used_event;
-} avail __attribute__((aligned(2)));
-static struct {
-	uint16_t flags;
-	volatile uint16_t idx;
-	struct {
-		uint32_t id, len;
-	} ring[QSIZE];
-	uint16_t avail_event;
-} used __attribute__((aligned(4)));
+/* The one queue of the device under test (this guest drives one at a time), in the image's
+ * memory. */
+VQ_DEFINE(devq, 128);
 
 static struct {
 	uint32_t type, reserved;
@@ -690,8 +653,6 @@ static struct {
 } req_hdr;
 static uint8_t data[512] __attribute__((aligned(512)));
 static volatile uint8_t req_status;
-static uint64_t notify_addr;
-static uint16_t last_used;
 
 void msix_entry(uint64_t table, unsigned i, uint8_t vector, uint32_t apic)
 {
@@ -707,28 +668,22 @@ void msix_entry(uint64_t table, unsigned i, uint8_t vector, uint32_t apic)
  * must offer; queue 0 on the guest's one ring, its interrupts on MSI-X. */
 static bool virtio_init(struct vpci *b, uint64_t want)
 {
-	uint32_t f0, f1, apic = mmio_read32(LAPIC_BASE + LAPIC_ID) >> 24;
+	uint32_t apic = mmio_read32(LAPIC_BASE + LAPIC_ID) >> 24;
 	uint64_t features;
 	uint16_t qsize;
+	bool ok;
 
 	cc = (volatile uint8_t *)b->common.addr;
 	wcc8(CC_STATUS, 0);
 	tap(cc8(CC_STATUS) == 0, "%s: reset (status reads 0)", b->name);
 	wcc8(CC_STATUS, VIRTIO_STATUS_ACK);
 	wcc8(CC_STATUS, VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER);
-	wcc32(CC_DFSELECT, 0);
-	f0 = cc32(CC_DF);
-	wcc32(CC_DFSELECT, 1);
-	f1 = cc32(CC_DF);
-	features = (uint64_t)f1 << 32 | f0;
+	features = cc_device_features(cc);
 	print("# %s features %#lx\n", b->name, features);
 	tap(features & (1ull << VIRTIO_F_VERSION_1), "%s: device offers VERSION_1", b->name);
 	tap((features & want) == want, "%s: device offers %#lx", b->name, want);
 	features &= want;
-	wcc32(CC_GFSELECT, 0);
-	wcc32(CC_GF, (uint32_t)features);
-	wcc32(CC_GFSELECT, 1);
-	wcc32(CC_GF, (uint32_t)(features >> 32));
+	cc_driver_features(cc, features);
 	wcc8(CC_STATUS, VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
 	if (!(cc8(CC_STATUS) & VIRTIO_STATUS_FEATURES_OK)) {
 		tap(false, "%s: FEATURES_OK accepted", b->name);
@@ -744,23 +699,11 @@ static bool virtio_init(struct vpci *b, uint64_t want)
 	wcc16(CC_MSIX, 0);
 	tap(cc16(CC_MSIX) == 0, "%s: config vector 0 accepted", b->name);
 	tap(cc16(CC_NUMQ) >= 1, "%s: %u queue(s)", b->name, cc16(CC_NUMQ));
-	wcc16(CC_QSELECT, 0);
-	qsize = cc16(CC_QSIZE);
-	tap(qsize && !(qsize & (qsize - 1)), "%s: queue 0 size %u, a power of 2", b->name, qsize);
-	qsz = qsize < QSIZE ? qsize : QSIZE;
-	wcc16(CC_QSIZE, qsz);
-	wcc16(CC_QMSIX, 1);
+	ok = vq_setup(&devq, b, 0, 1, &qsize);
+	tap(ok, "%s: queue 0 size %u, a power of 2", b->name, qsize);
+	if (!ok)
+		return false;
 	tap(cc16(CC_QMSIX) == 1, "%s: queue vector 1 accepted", b->name);
-	/* A fresh ring: this guest drives one device at a time. */
-	memset(desc, 0, sizeof(desc));
-	memset(&avail, 0, sizeof(avail));
-	memset((void *)&used, 0, sizeof(used));
-	last_used = 0;
-	wcc64(CC_QDESC, (uint64_t)desc);
-	wcc64(CC_QDRIVER, (uint64_t)&avail);
-	wcc64(CC_QDEVICE, (uint64_t)&used);
-	wcc16(CC_QENABLE, 1);
-	notify_addr = b->notify.addr + (uint64_t)cc16(CC_QNOTIFY) * b->notify_mult;
 	wcc8(CC_STATUS, VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK |
 			    VIRTIO_STATUS_DRIVER_OK);
 	tap(cc8(CC_STATUS) == 0xf, "%s: DRIVER_OK (status %#x)", b->name, cc8(CC_STATUS));
@@ -775,7 +718,8 @@ static uint8_t blk_request(uint32_t type, uint64_t sector, void *buf, uint32_t l
 			   bool *irq, uint32_t *used_len)
 {
 	unsigned before = irq_count[VEC_QUEUE], d = 0;
-	uint16_t idx;
+	struct vring_desc *desc = devq.desc;
+	uint32_t id;
 
 	req_hdr = (typeof(req_hdr)){type, 0, sector};
 	req_status = 0xff;
@@ -789,16 +733,11 @@ static uint8_t blk_request(uint32_t type, uint64_t sector, void *buf, uint32_t l
 	}
 	desc[d] = (struct vring_desc){(uint64_t)&req_status, 1, VRING_DESC_F_WRITE, 0};
 	desc[d - 1].next = (uint16_t)d;
-	avail.ring[avail.idx % qsz] = 0;
-	barrier();
-	avail.idx++;
-	barrier();
-	*(volatile uint16_t *)notify_addr = 0;
-	idx = last_used;
-	if (!wait_change16(&used.idx, idx, 5000))
+	vq_add(&devq, 0);
+	vq_publish(&devq);
+	vq_kick(&devq);
+	if (!vq_wait(&devq, 5000, &id, used_len))
 		return 0xff;
-	last_used = used.idx;
-	*used_len = used.ring[idx % qsz].len;
 	/* The interrupt follows the used-ring update; give it a moment to land. */
 	for (unsigned i = 0; i < 1000 && irq_count[VEC_QUEUE] == before; i++)
 		delay_us(100);
@@ -881,11 +820,11 @@ static void check_ring0_popcnt(void)
 		return;
 	}
 	got = ring0_call(popcnt64_r0, (uint64_t)(cc + CC_QDESC));
-	tap(got == bits_set((uint64_t)desc),
-	    "virtio-blk: popcnt of queue_desc (%#lx) from ring 0 is %lu", (uint64_t)desc, got);
+	tap(got == bits_set((uint64_t)devq.desc),
+	    "virtio-blk: popcnt of queue_desc (%#lx) from ring 0 is %lu", (uint64_t)devq.desc, got);
 	got = ring0_call(popcnt16_r0, (uint64_t)(cc + CC_QSIZE));
-	tap(got == bits_set(qsz), "virtio-blk: popcnt of queue_size (%u) from ring 0 is %lu", qsz,
-	    got);
+	tap(got == bits_set(devq.size), "virtio-blk: popcnt of queue_size (%u) from ring 0 is %lu",
+	    devq.size, got);
 
 	/*
 	 * An operand from the BAR's page into a page that is not mapped: #PF on the second page,
@@ -966,21 +905,16 @@ static void check_virtio_blk(void)
 static int rng_request(uint8_t *buf, uint32_t len, bool *irq)
 {
 	unsigned before = irq_count[VEC_QUEUE];
-	uint16_t idx = last_used;
+	uint32_t id, used_len;
 
-	desc[0] = (struct vring_desc){(uint64_t)buf, len, VRING_DESC_F_WRITE, 0};
-	avail.ring[avail.idx % qsz] = 0;
-	barrier();
-	avail.idx++;
-	barrier();
-	*(volatile uint16_t *)notify_addr = 0;
-	if (!wait_change16(&used.idx, idx, 5000))
+	vq_post(&devq, 0, buf, len, VRING_DESC_F_WRITE);
+	vq_kick(&devq);
+	if (!vq_wait(&devq, 5000, &id, &used_len))
 		return -1;
-	last_used = used.idx;
 	for (unsigned i = 0; i < 1000 && irq_count[VEC_QUEUE] == before; i++)
 		delay_us(100);
 	*irq = irq_count[VEC_QUEUE] != before;
-	return (int)used.ring[idx % qsz].len;
+	return (int)used_len;
 }
 
 static void check_virtio_rng(void)
@@ -1081,6 +1015,7 @@ static uint64_t xorshift(void)
 static void bench_post(unsigned slot, uint32_t type, uint64_t sector, void *buf, uint32_t len)
 {
 	uint16_t d = (uint16_t)(3 * slot);
+	struct vring_desc *desc = devq.desc;
 
 	bench_hdr[slot].type = type;
 	bench_hdr[slot].sector = sector;
@@ -1092,9 +1027,8 @@ static void bench_post(unsigned slot, uint32_t type, uint64_t sector, void *buf,
 	    (uint16_t)(VRING_DESC_F_NEXT | (type == VIRTIO_BLK_T_IN ? VRING_DESC_F_WRITE : 0)),
 	    (uint16_t)(d + 2)};
 	desc[d + 2] = (struct vring_desc){(uint64_t)&bench_status[slot], 1, VRING_DESC_F_WRITE, 0};
-	avail.ring[avail.idx % qsz] = d;
-	barrier();
-	avail.idx++;
+	vq_add(&devq, d);
+	vq_publish(&devq);
 }
 
 /* One benchmark run: what it asks for, and where it is. */
@@ -1132,23 +1066,20 @@ static uint64_t bench_run(uint32_t type, unsigned qd, unsigned n, uint32_t len, 
 	t0 = rdtsc();
 	for (unsigned s = 0; s < qd && j.posted < n; s++)
 		bench_post_next(&j, s);
-	barrier();
-	*(volatile uint16_t *)notify_addr = 0;
+	vq_kick(&devq);
 	while (done < n) {
-		uint16_t u = used.idx;
+		uint32_t id, len;
 		bool more = false;
 
-		if (u == last_used) {
+		if (devq.used->idx == devq.last_used) {
 			if (rdtsc() - t0 > limit)
 				return 0;
 			cpu_relax();
 			continue;
 		}
-		while (last_used != u) {
-			uint32_t id = used.ring[last_used % qsz].id;
+		while (vq_pop(&devq, &id, &len)) {
 			unsigned slot = id / 3;
 
-			last_used++;
 			if (id % 3 || slot >= qd || bench_status[slot] != 0)
 				return 0;
 			if (qd == 1 && done < sizeof(bench_lat) / sizeof(bench_lat[0]))
@@ -1159,10 +1090,8 @@ static uint64_t bench_run(uint32_t type, unsigned qd, unsigned n, uint32_t len, 
 				more = true;
 			}
 		}
-		if (more) {
-			barrier();
-			*(volatile uint16_t *)notify_addr = 0;
-		}
+		if (more)
+			vq_kick(&devq);
 	}
 	return rdtsc() - t0;
 }
@@ -1199,11 +1128,11 @@ static void bench_blk(void)
 	arg_num("bench_n32", &n32);
 	arg_num("bench_seq_mib", &seq_mib);
 	memcpy(&capacity, (const void *)b.device.addr, 8);
-	avail.flags = VRING_AVAIL_F_NO_INTERRUPT; /* polled */
+	devq.avail->flags = VRING_AVAIL_F_NO_INTERRUPT; /* polled */
 	cycles = rdtsc();
 	delay_us(100000);
 	tsc_khz = (rdtsc() - cycles) / 100;
-	print("bench-blk tsc_khz=%lu capacity=%lu qsize=%u\n", tsc_khz, capacity, qsz);
+	print("bench-blk tsc_khz=%lu capacity=%lu qsize=%u\n", tsc_khz, capacity, devq.size);
 
 	cycles = bench_run(VIRTIO_BLK_T_IN, 1, (unsigned)n1, 4096, false, capacity);
 	if (cycles)

@@ -13,7 +13,7 @@
  * 10.0.2.1 and broadcast). Like a driver that suppresses notifications, it kicks the device
  * only when the used ring's flags ask for it (virtio 1.2 §2.7.10).
  */
-#include "virtio.h"
+#include "vq.h"
 
 #define VIRTIO_NET_F_MAC 5
 #define NET_HDR		 12 /* struct virtio_net_hdr_v1: VERSION_1 always has num_buffers */
@@ -26,24 +26,8 @@
 #define PORT_DISCARD	 9
 #define PORT_SELF	 40000
 
-struct netq {
-	struct vring_desc desc[NET_QSIZE];
-	struct {
-		uint16_t flags, idx, ring[NET_QSIZE], used_event;
-	} avail;
-	struct {
-		volatile uint16_t flags, idx;
-		struct {
-			uint32_t id, len;
-		} ring[NET_QSIZE];
-		uint16_t avail_event;
-	} used __attribute__((aligned(4)));
-	uint16_t index, size, last_used, next_avail;
-	volatile uint16_t *notify;
-	uint64_t kicks;
-};
-
-static struct netq rxq __attribute__((aligned(4096))), txq __attribute__((aligned(4096)));
+VQ_DEFINE(rxq, NET_QSIZE);
+VQ_DEFINE(txq, NET_QSIZE);
 static uint8_t rx_buf[NET_QSIZE][NET_BUF] __attribute__((aligned(4096)));
 static uint8_t tx_buf[NET_QSIZE][NET_BUF] __attribute__((aligned(4096)));
 static uint32_t rr_lat[8192];
@@ -51,17 +35,6 @@ static uint64_t khz; /* TSC cycles a millisecond */
 static volatile uint8_t *ncc;
 static uint8_t my_mac[6], peer_mac[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 static uint8_t my_ip[4] = {10, 0, 2, 15}, peer_ip[4] = {10, 0, 2, 1};
-
-#define CC8(o)	(*(volatile uint8_t *)(ncc + (o)))
-#define CC16(o) (*(volatile uint16_t *)(ncc + (o)))
-#define CC32(o) (*(volatile uint32_t *)(ncc + (o)))
-
-/* Keep the compiler from moving ring reads above the used index's read (x86 keeps loads in
- * order itself). */
-static inline void compiler_barrier(void)
-{
-	__asm__ volatile("" ::: "memory");
-}
 
 /* At least 1: the figures divide by it. */
 static uint64_t elapsed_us(uint64_t cycles)
@@ -71,33 +44,14 @@ static uint64_t elapsed_us(uint64_t cycles)
 	return us ? us : 1;
 }
 
-static void cc64(unsigned o, uint64_t v)
-{
-	CC32(o) = (uint32_t)v;
-	CC32(o + 4) = (uint32_t)(v >> 32);
-}
-
 /* Queue i of the device on q, polled: no MSI-X vector, and no interrupts asked for. */
-static bool netq_setup(const struct vpci *b, unsigned i, struct netq *q)
+static bool netq_setup(const struct vpci *b, uint16_t i, struct vq *q)
 {
 	uint16_t max;
 
-	CC16(CC_QSELECT) = (uint16_t)i;
-	max = CC16(CC_QSIZE);
-	if (!max || (max & (max - 1)))
+	if (!vq_setup(q, b, i, VIRTIO_NO_MSI, &max))
 		return false;
-	memset(q, 0, sizeof(*q));
-	q->index = (uint16_t)i;
-	q->size = max < NET_QSIZE ? max : NET_QSIZE;
-	q->avail.flags = VRING_AVAIL_F_NO_INTERRUPT;
-	CC16(CC_QSIZE) = q->size;
-	CC16(CC_QMSIX) = VIRTIO_NO_MSI;
-	cc64(CC_QDESC, (uint64_t)q->desc);
-	cc64(CC_QDRIVER, (uint64_t)&q->avail);
-	cc64(CC_QDEVICE, (uint64_t)&q->used);
-	CC16(CC_QENABLE) = 1;
-	q->notify =
-	    (volatile uint16_t *)(b->notify.addr + (uint64_t)CC16(CC_QNOTIFY) * b->notify_mult);
+	q->avail->flags = VRING_AVAIL_F_NO_INTERRUPT;
 	return true;
 }
 
@@ -108,62 +62,23 @@ static bool net_setup(const struct vpci *b)
 	const uint8_t ok = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK;
 
 	ncc = (volatile uint8_t *)b->common.addr;
-	CC8(CC_STATUS) = 0;
-	CC8(CC_STATUS) = VIRTIO_STATUS_ACK;
-	CC8(CC_STATUS) = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER;
-	CC32(CC_DFSELECT) = 0;
-	features = CC32(CC_DF);
-	CC32(CC_DFSELECT) = 1;
-	features |= (uint64_t)CC32(CC_DF) << 32;
+	CC8(ncc, CC_STATUS) = 0;
+	CC8(ncc, CC_STATUS) = VIRTIO_STATUS_ACK;
+	CC8(ncc, CC_STATUS) = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER;
+	features = cc_device_features(ncc);
 	if ((features & want) != want)
 		return false;
-	CC32(CC_GFSELECT) = 0;
-	CC32(CC_GF) = (uint32_t)want;
-	CC32(CC_GFSELECT) = 1;
-	CC32(CC_GF) = (uint32_t)(want >> 32);
-	CC8(CC_STATUS) = ok;
-	if (!(CC8(CC_STATUS) & VIRTIO_STATUS_FEATURES_OK))
+	cc_driver_features(ncc, want);
+	CC8(ncc, CC_STATUS) = ok;
+	if (!(CC8(ncc, CC_STATUS) & VIRTIO_STATUS_FEATURES_OK))
 		return false;
-	CC16(CC_MSIX) = VIRTIO_NO_MSI;
-	if (CC16(CC_NUMQ) < 2 || !netq_setup(b, 0, &rxq) || !netq_setup(b, 1, &txq))
+	CC16(ncc, CC_MSIX) = VIRTIO_NO_MSI;
+	if (CC16(ncc, CC_NUMQ) < 2 || !netq_setup(b, 0, &rxq) || !netq_setup(b, 1, &txq))
 		return false;
 	for (unsigned i = 0; i < 6; i++) /* §5.1.4: mac, first in the configuration */
 		my_mac[i] = ((volatile uint8_t *)b->device.addr)[i];
-	CC8(CC_STATUS) = ok | VIRTIO_STATUS_DRIVER_OK;
-	return CC8(CC_STATUS) == (ok | VIRTIO_STATUS_DRIVER_OK);
-}
-
-/* Put descriptor id in the next avail slot; netq_publish() makes it visible. */
-static void netq_add(struct netq *q, uint16_t id)
-{
-	q->avail.ring[q->next_avail++ & (q->size - 1)] = id;
-}
-
-/* Publish what netq_add() queued, and kick unless the device said it will look anyway. */
-static void netq_publish(struct netq *q)
-{
-	barrier();
-	q->avail.idx = q->next_avail;
-	barrier();
-	if (!(q->used.flags & VRING_USED_F_NO_NOTIFY)) {
-		*q->notify = q->index;
-		q->kicks++;
-	}
-}
-
-/* The next used entry's descriptor id (its length in *len), or -1 when there is none. */
-static int netq_next(struct netq *q, uint32_t *len)
-{
-	uint16_t slot;
-	uint32_t id;
-
-	if (q->used.idx == q->last_used)
-		return -1;
-	compiler_barrier();
-	slot = q->last_used++ & (q->size - 1);
-	id = q->used.ring[slot].id;
-	*len = q->used.ring[slot].len;
-	return id < q->size ? (int)id : -2;
+	CC8(ncc, CC_STATUS) = ok | VIRTIO_STATUS_DRIVER_OK;
+	return CC8(ncc, CC_STATUS) == (ok | VIRTIO_STATUS_DRIVER_OK);
 }
 
 static uint32_t csum_add(uint32_t sum, const uint8_t *p, size_t n)
@@ -242,7 +157,7 @@ static uint32_t build_udp(uint8_t *buf, uint16_t port, uint32_t payload, uint32_
  */
 static void tx_run(const char *name, uint32_t payload, uint64_t ms)
 {
-	struct netq *q = &txq;
+	struct vq *q = &txq;
 	uint64_t t0, end, us, sent = 0;
 	unsigned inflight = q->size;
 	uint32_t len, flen = 0;
@@ -257,8 +172,8 @@ static void tx_run(const char *name, uint32_t payload, uint64_t ms)
 	t0 = rdtsc();
 	end = t0 + ms * khz;
 	for (uint16_t s = 0; s < q->size; s++)
-		netq_add(q, s);
-	netq_publish(q);
+		vq_add(q, s);
+	vq_publish_kick(q);
 	while (inflight) {
 		bool more = false;
 		uint64_t now = rdtsc();
@@ -266,19 +181,19 @@ static void tx_run(const char *name, uint32_t payload, uint64_t ms)
 		if (now - t0 > (ms + 5000) * khz)
 			break; /* the device stopped taking frames */
 		stopping = now >= end;
-		while ((id = netq_next(q, &len)) >= 0) {
+		while ((id = vq_next(q, &len)) >= 0) {
 			sent++;
 			if (stopping) {
 				inflight--;
 			} else {
-				netq_add(q, (uint16_t)id);
+				vq_add(q, (uint16_t)id);
 				more = true;
 			}
 		}
 		if (id == -2)
 			break;
 		if (more)
-			netq_publish(q);
+			vq_publish_kick(q);
 		else
 			cpu_relax();
 	}
@@ -298,9 +213,9 @@ static void rx_fill(void)
 	for (uint16_t s = 0; s < rxq.size; s++) {
 		rxq.desc[s] =
 		    (struct vring_desc){(uint64_t)rx_buf[s], NET_BUF, VRING_DESC_F_WRITE, 0};
-		netq_add(&rxq, s);
+		vq_add(&rxq, s);
 	}
-	netq_publish(&rxq);
+	vq_publish_kick(&rxq);
 }
 
 /* Is the frame in buf (len bytes with the header) the echo of datagram seq? */
@@ -346,10 +261,10 @@ static void rr_run(uint64_t n)
 		txq.desc[s] = (struct vring_desc){
 		    (uint64_t)tx_buf[s], NET_HDR + build_udp(tx_buf[s], PORT_ECHO, 64, i), 0, 0};
 		start = rdtsc();
-		netq_add(&txq, s);
-		netq_publish(&txq);
+		vq_add(&txq, s);
+		vq_publish_kick(&txq);
 		while (!got) {
-			id = netq_next(&rxq, &len);
+			id = vq_next(&rxq, &len);
 			if (id == -1) {
 				if (rdtsc() - start > limit) {
 					print("bench-net error: rr-64: no reply to datagram %u\n",
@@ -366,10 +281,10 @@ static void rr_run(uint64_t n)
 				rr_lat[i] = (uint32_t)(rdtsc() - start);
 			else
 				other++;
-			netq_add(&rxq, (uint16_t)id);
-			netq_publish(&rxq);
+			vq_add(&rxq, (uint16_t)id);
+			vq_publish_kick(&rxq);
 		}
-		while (netq_next(&txq, &len) >= 0) /* the request's descriptor, long since sent */
+		while (vq_next(&txq, &len) >= 0) /* the request's descriptor, long since sent */
 			;
 	}
 	us = elapsed_us(rdtsc() - t0);
@@ -389,7 +304,7 @@ static void rx_run(uint64_t ms)
 	rxq.kicks = 0;
 	print("bench-net rx-ready\n");
 	t0 = rdtsc();
-	while ((id = netq_next(&rxq, &len)) == -1) {
+	while ((id = vq_next(&rxq, &len)) == -1) {
 		if (rdtsc() - t0 > 10000 * khz) {
 			print("bench-net error: rx-64: nothing arrived in 10 s\n");
 			return;
@@ -400,16 +315,16 @@ static void rx_run(uint64_t ms)
 	while (id != -2 && rdtsc() - t0 < ms * khz) {
 		bool more = false;
 
-		for (; id >= 0; id = netq_next(&rxq, &len)) {
+		for (; id >= 0; id = vq_next(&rxq, &len)) {
 			packets++;
-			netq_add(&rxq, (uint16_t)id);
+			vq_add(&rxq, (uint16_t)id);
 			more = true;
 		}
 		if (more)
-			netq_publish(&rxq);
+			vq_publish_kick(&rxq);
 		else
 			cpu_relax();
-		id = netq_next(&rxq, &len);
+		id = vq_next(&rxq, &len);
 	}
 	us = elapsed_us(rdtsc() - t0);
 	print("bench-net rx-64 packets=%lu us=%lu pps=%lu kicks=%lu\n", packets, us,

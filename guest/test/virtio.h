@@ -49,6 +49,31 @@ struct vpci {
 #define CC_QDEVICE    0x30
 #define VIRTIO_NO_MSI 0xffff
 
+/* A register of the common configuration at cc (a device's common.addr). */
+#define CC8(cc, o)  (*(volatile uint8_t *)((cc) + (o)))
+#define CC16(cc, o) (*(volatile uint16_t *)((cc) + (o)))
+#define CC32(cc, o) (*(volatile uint32_t *)((cc) + (o)))
+
+/* The 64 feature bits the device offers, and those the driver takes: two 32-bit windows each
+ * (§4.1.4.3). */
+static inline uint64_t cc_device_features(volatile uint8_t *cc)
+{
+	uint64_t f;
+
+	CC32(cc, CC_DFSELECT) = 0;
+	f = CC32(cc, CC_DF);
+	CC32(cc, CC_DFSELECT) = 1;
+	return f | (uint64_t)CC32(cc, CC_DF) << 32;
+}
+
+static inline void cc_driver_features(volatile uint8_t *cc, uint64_t f)
+{
+	CC32(cc, CC_GFSELECT) = 0;
+	CC32(cc, CC_GF) = (uint32_t)f;
+	CC32(cc, CC_GFSELECT) = 1;
+	CC32(cc, CC_GF) = (uint32_t)(f >> 32);
+}
+
 /* Split virtqueues (virtio 1.2 §2.7). */
 struct vring_desc {
 	uint64_t addr;

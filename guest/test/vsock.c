@@ -12,7 +12,7 @@
  * and waits for RST or the host's SHUTDOWN (§5.10.6.6). A connection to port P + 1, where
  * nobody listens, must get RST.
  */
-#include "virtio.h"
+#include "vq.h"
 
 /* virtio 1.2 §5.10.6, little-endian. */
 struct vsock_hdr {
@@ -57,22 +57,6 @@ struct vsock_hdr {
 
 _Static_assert(sizeof(struct vsock_hdr) == HDR_LEN, "virtio_vsock_hdr is 44 bytes");
 
-struct vq {
-	struct vring_desc desc[VQ_SIZE];
-	struct {
-		uint16_t flags, idx, ring[VQ_SIZE], used_event;
-	} avail;
-	struct {
-		volatile uint16_t flags, idx;
-		struct {
-			uint32_t id, len;
-		} ring[VQ_SIZE];
-		uint16_t avail_event;
-	} used __attribute__((aligned(4)));
-	uint16_t size, last_used;
-	volatile uint16_t *notify;
-};
-
 /* One connection's state: the peer's credit as it last told us, and our counts (§5.10.6.3). */
 struct conn {
 	uint32_t port, peer_port;
@@ -82,8 +66,9 @@ struct conn {
 	uint32_t got_len;
 };
 
-static struct vq rxq __attribute__((aligned(4096))), txq __attribute__((aligned(4096))),
-    evq __attribute__((aligned(4096)));
+VQ_DEFINE(rxq, VQ_SIZE);
+VQ_DEFINE(txq, VQ_SIZE);
+VQ_DEFINE(evq, VQ_SIZE);
 static uint8_t rx_buf[RX_BUFS][RX_BUF_LEN] __attribute__((aligned(8)));
 static uint8_t ev_buf[EV_BUFS][8] __attribute__((aligned(8)));
 static uint8_t tx_buf[HDR_LEN + TX_PAYLOAD] __attribute__((aligned(8)));
@@ -94,68 +79,16 @@ static uint64_t guest_cid;
 static bool rx_sane = true;
 static unsigned rx_packets;
 
-#define CC8(o)	(*(volatile uint8_t *)(ccfg + (o)))
-#define CC16(o) (*(volatile uint16_t *)(ccfg + (o)))
-#define CC32(o) (*(volatile uint32_t *)(ccfg + (o)))
-
-static void cc64(unsigned o, uint64_t v)
-{
-	CC32(o) = (uint32_t)v;
-	CC32(o + 4) = (uint32_t)(v >> 32);
-}
-
 /* Queue index on q, polled (no MSI-X vector); false (and a failed check) when the device has no
  * such queue. */
 static bool setup_queue(struct vq *q, uint16_t index)
 {
 	uint16_t max;
+	bool ok = vq_setup(q, &vs, index, VIRTIO_NO_MSI, &max);
 
-	memset(q, 0, sizeof(*q));
-	CC16(CC_QSELECT) = index;
-	max = CC16(CC_QSIZE);
-	q->size = max < VQ_SIZE ? max : VQ_SIZE;
-	tap(max && !(max & (max - 1)), "%s: queue %u has a size, a power of 2 (%u, %u used)",
-	    vs.name, index, max, q->size);
-	if (!max || (max & (max - 1)))
-		return false;
-	CC16(CC_QSIZE) = q->size;
-	CC16(CC_QMSIX) = VIRTIO_NO_MSI;
-	cc64(CC_QDESC, (uint64_t)q->desc);
-	cc64(CC_QDRIVER, (uint64_t)&q->avail);
-	cc64(CC_QDEVICE, (uint64_t)&q->used);
-	CC16(CC_QENABLE) = 1;
-	q->notify =
-	    (volatile uint16_t *)(vs.notify.addr + (uint64_t)CC16(CC_QNOTIFY) * vs.notify_mult);
-	return true;
-}
-
-static void post(struct vq *q, uint16_t d, const void *buf, uint32_t len, uint16_t flags)
-{
-	q->desc[d] = (struct vring_desc){(uint64_t)buf, len, flags, 0};
-	q->avail.ring[q->avail.idx % q->size] = d;
-	barrier();
-	q->avail.idx++;
-}
-
-/* §4.1.5.2: without NOTIFICATION_DATA the driver writes the queue's index. */
-static void kick(struct vq *q, uint16_t index)
-{
-	barrier();
-	*q->notify = index;
-}
-
-/* The next used element of q, waiting up to ms; false when none came. */
-static bool next_used(struct vq *q, unsigned ms, uint32_t *id, uint32_t *len)
-{
-	for (unsigned i = 0; i < ms * 10 && q->used.idx == q->last_used; i++)
-		delay_us(100);
-	if (q->used.idx == q->last_used)
-		return false;
-	barrier();
-	*id = q->used.ring[q->last_used % q->size].id;
-	*len = q->used.ring[q->last_used % q->size].len;
-	q->last_used++;
-	return true;
+	tap(ok, "%s: queue %u has a size, a power of 2 (%u, %u used)", vs.name, index, max,
+	    q->size);
+	return ok;
 }
 
 /* One packet from c (or from port `port` to `dst_port` when c is NULL) with len bytes of
@@ -181,9 +114,9 @@ static bool send_pkt(struct conn *c, uint32_t port, uint32_t dst_port, uint16_t 
 		return false;
 	memcpy(tx_buf, &h, HDR_LEN);
 	memcpy(tx_buf + HDR_LEN, payload, len);
-	post(&txq, 0, tx_buf, HDR_LEN + len, 0);
-	kick(&txq, TXQ);
-	if (!next_used(&txq, WAIT_MS, &id, &used_len) || id != 0)
+	vq_post(&txq, 0, tx_buf, HDR_LEN + len, 0);
+	vq_kick(&txq);
+	if (!vq_wait(&txq, WAIT_MS, &id, &used_len) || id != 0)
 		return false;
 	if (c && op == OP_RW)
 		c->tx_cnt += len;
@@ -196,7 +129,7 @@ static bool recv_pkt(struct conn *c, unsigned ms, struct vsock_hdr *h)
 {
 	uint32_t id, len;
 
-	if (!next_used(&rxq, ms, &id, &len))
+	if (!vq_wait(&rxq, ms, &id, &len))
 		return false;
 	rx_packets++;
 	if (id >= RX_BUFS || len < HDR_LEN || len > RX_BUF_LEN) {
@@ -220,8 +153,8 @@ static bool recv_pkt(struct conn *c, unsigned ms, struct vsock_hdr *h)
 		if (h->op == OP_RW)
 			c->fwd_cnt += h->len;
 	}
-	post(&rxq, (uint16_t)id, rx_buf[id], RX_BUF_LEN, VRING_DESC_F_WRITE);
-	kick(&rxq, RXQ);
+	vq_post(&rxq, (uint16_t)id, rx_buf[id], RX_BUF_LEN, VRING_DESC_F_WRITE);
+	vq_kick(&rxq);
 	return true;
 }
 
@@ -363,22 +296,16 @@ void check_virtio_vsock(void)
 	ccfg = (volatile uint8_t *)vs.common.addr;
 
 	/* virtio 1.2 §3.1.1 */
-	CC8(CC_STATUS) = 0;
-	tap(CC8(CC_STATUS) == 0, "%s: reset (status reads 0)", vs.name);
-	CC8(CC_STATUS) = VIRTIO_STATUS_ACK;
-	CC8(CC_STATUS) = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER;
-	CC32(CC_DFSELECT) = 0;
-	offered = CC32(CC_DF);
-	CC32(CC_DFSELECT) = 1;
-	offered |= (uint64_t)CC32(CC_DF) << 32;
+	CC8(ccfg, CC_STATUS) = 0;
+	tap(CC8(ccfg, CC_STATUS) == 0, "%s: reset (status reads 0)", vs.name);
+	CC8(ccfg, CC_STATUS) = VIRTIO_STATUS_ACK;
+	CC8(ccfg, CC_STATUS) = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER;
+	offered = cc_device_features(ccfg);
 	tap(offered & (1ull << VIRTIO_F_VERSION_1), "%s: device offers VERSION_1 (features %#lx)",
 	    vs.name, offered);
-	CC32(CC_GFSELECT) = 0;
-	CC32(CC_GF) = 0;
-	CC32(CC_GFSELECT) = 1;
-	CC32(CC_GF) = 1u << (VIRTIO_F_VERSION_1 - 32);
-	CC8(CC_STATUS) = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK;
-	if (!(CC8(CC_STATUS) & VIRTIO_STATUS_FEATURES_OK)) {
+	cc_driver_features(ccfg, 1ull << VIRTIO_F_VERSION_1);
+	CC8(ccfg, CC_STATUS) = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK;
+	if (!(CC8(ccfg, CC_STATUS) & VIRTIO_STATUS_FEATURES_OK)) {
 		tap(false, "%s: FEATURES_OK accepted with VERSION_1", vs.name);
 		return;
 	}
@@ -389,25 +316,27 @@ void check_virtio_vsock(void)
 		    (uint64_t) * (volatile uint32_t *)(vs.device.addr + CFG_GUEST_CID + 4) << 32;
 	tap(guest_cid == want_cid, "%s: configuration gives guest CID %lu (want %lu)", vs.name,
 	    guest_cid, want_cid);
-	CC16(CC_MSIX) = VIRTIO_NO_MSI;
-	tap(CC16(CC_NUMQ) >= 3, "%s: %u queues: rx, tx and event", vs.name, CC16(CC_NUMQ));
+	CC16(ccfg, CC_MSIX) = VIRTIO_NO_MSI;
+	tap(CC16(ccfg, CC_NUMQ) >= 3, "%s: %u queues: rx, tx and event", vs.name,
+	    CC16(ccfg, CC_NUMQ));
 	if (!setup_queue(&rxq, RXQ) || !setup_queue(&txq, TXQ) || !setup_queue(&evq, EVQ))
 		return;
-	CC8(CC_STATUS) = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK |
-			 VIRTIO_STATUS_DRIVER_OK;
-	tap(CC8(CC_STATUS) == 0xf, "%s: DRIVER_OK (status %#x)", vs.name, CC8(CC_STATUS));
+	CC8(ccfg, CC_STATUS) = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER |
+			       VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK;
+	tap(CC8(ccfg, CC_STATUS) == 0xf, "%s: DRIVER_OK (status %#x)", vs.name,
+	    CC8(ccfg, CC_STATUS));
 
 	/* §5.10.6: the event queue and the receive queue want buffers from the start. */
 	for (uint16_t i = 0; i < EV_BUFS; i++)
-		post(&evq, i, ev_buf[i], sizeof(ev_buf[i]), VRING_DESC_F_WRITE);
-	kick(&evq, EVQ);
+		vq_post(&evq, i, ev_buf[i], sizeof(ev_buf[i]), VRING_DESC_F_WRITE);
+	vq_kick(&evq);
 	for (uint16_t i = 0; i < RX_BUFS; i++)
-		post(&rxq, i, rx_buf[i], RX_BUF_LEN, VRING_DESC_F_WRITE);
-	kick(&rxq, RXQ);
-	tap(evq.avail.idx == EV_BUFS && rxq.avail.idx == RX_BUFS &&
-		!(CC8(CC_STATUS) & VIRTIO_STATUS_NEEDS_RESET),
+		vq_post(&rxq, i, rx_buf[i], RX_BUF_LEN, VRING_DESC_F_WRITE);
+	vq_kick(&rxq);
+	tap(evq.avail->idx == EV_BUFS && rxq.avail->idx == RX_BUFS &&
+		!(CC8(ccfg, CC_STATUS) & VIRTIO_STATUS_NEEDS_RESET),
 	    "%s: %u event and %u receive buffers posted, device content (status %#x)", vs.name,
-	    evq.avail.idx, rxq.avail.idx, CC8(CC_STATUS));
+	    evq.avail->idx, rxq.avail->idx, CC8(ccfg, CC_STATUS));
 
 	check_connection((uint32_t)port);
 
@@ -419,10 +348,9 @@ void check_virtio_vsock(void)
 
 	tap(rx_sane && rx_packets > 0, "%s: %u used receive buffers, all ours and well-formed",
 	    vs.name, rx_packets);
-	tap(!next_used(&evq, 0, &id, &len), "%s: no event (the event buffers stay unused)",
-	    vs.name);
-	tap(!(CC8(CC_STATUS) & (VIRTIO_STATUS_NEEDS_RESET | VIRTIO_STATUS_FAILED)),
-	    "%s: device still healthy (status %#x)", vs.name, CC8(CC_STATUS));
-	CC8(CC_STATUS) = 0;
-	tap(CC8(CC_STATUS) == 0, "%s: reset after use (status reads 0)", vs.name);
+	tap(!vq_wait(&evq, 0, &id, &len), "%s: no event (the event buffers stay unused)", vs.name);
+	tap(!(CC8(ccfg, CC_STATUS) & (VIRTIO_STATUS_NEEDS_RESET | VIRTIO_STATUS_FAILED)),
+	    "%s: device still healthy (status %#x)", vs.name, CC8(ccfg, CC_STATUS));
+	CC8(ccfg, CC_STATUS) = 0;
+	tap(CC8(ccfg, CC_STATUS) == 0, "%s: reset after use (status reads 0)", vs.name);
 }
