@@ -356,6 +356,9 @@ static void net_rx(struct net_pair *p)
 		/* Every buffer the driver has made available up to here gets tried below. */
 		uint16_t seen = vq->avail->idx;
 
+		/* §2.7.10: no kicks while the buffers last (each is a VM exit, and it slows the
+		 * driver that is refilling the ring); asked for below once they run out. */
+		virtq_set_notification(vq, false);
 		while ((r = net_rx_one(p)) == 1)
 			delivered++;
 		if (r < 0) {
@@ -372,10 +375,6 @@ static void net_rx(struct net_pair *p)
 		if (vq->avail->idx == seen)
 			break;
 	}
-	/* Buffers the driver adds matter only once a packet waits for them (net_queue_notify()):
-	 * until then its kicks are exits for nothing. */
-	if (!p->rx_waiting)
-		virtq_set_notification(vq, false);
 	if (delivered)
 		virtio_queue_notify_driver(d, RXQ(p->index));
 }
