@@ -126,6 +126,8 @@ mkfifo "$local/in"
 "$BUILD/yun-vmm" --api-socket "$SOCK" <"$local/in" >"$dir/restore3.log" 2>"$LOGS/snapshot-restore3.stderr" &
 rpid=$!
 pids+=($rpid)
+# A call it does not answer says whether it is gone, and its last words (tests/api/lib.sh).
+pid=$rpid VMM_STDERR=$LOGS/snapshot-restore3.stderr
 exec 3>"$local/in"
 if wait_socket; then ok "restore 3: yun-vmm waits for the API"; else not_ok "restore 3: yun-vmm waits for the API"; fi
 expect "snapshot/load: a directory without a snapshot: 404" PUT /snapshot/load "{\"path\": \"$local/none\"}" 404 "$err"
