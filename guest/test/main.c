@@ -1133,6 +1133,12 @@ static void bench_blk(void)
 	delay_us(100000);
 	tsc_khz = (rdtsc() - cycles) / 100;
 	print("bench-blk tsc_khz=%lu capacity=%lu qsize=%u\n", tsc_khz, capacity, devq.size);
+	if (devq.size < 3 * BENCH_DEPTH) {
+		/* Each request takes three descriptors, and depth 32 keeps 32 in flight. */
+		print("bench-blk error: a queue of %u descriptors; %u needed\n", devq.size,
+		      3 * BENCH_DEPTH);
+		return;
+	}
 
 	cycles = bench_run(VIRTIO_BLK_T_IN, 1, (unsigned)n1, 4096, false, capacity);
 	if (cycles)
