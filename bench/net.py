@@ -8,7 +8,8 @@ offloads), so the figures are the VMM's device path, not a guest kernel's:
   tx-1500    1514-byte frames (1500-byte IP packets), the same way: MB/s of frames
   rr-64      a 64-byte datagram to an echo program on the host and the wait for its reply:
              p50/p99 latency, round trips/s
-  rx-64      the host floods the guest with 64-byte datagrams; the guest counts: packets/s
+  rx-64      the host floods the guest with frames of 64-byte datagrams, written straight to
+             the tap (past the host's IP stack); the guest counts: packets/s
 One boot of the guest (`bench=net`) runs the four in turn. The tap lives in a network
 namespace of the benchmark's own, set up once for every VMM alike; the guest's transmit rates
 are counted twice, by the guest (frames the device handed back) and on the host (the tap's
@@ -94,24 +95,26 @@ def snmp():
 VCPU_THREAD = re.compile(r"vcpu \d+|CPU \d+/KVM")
 
 
-def device_cpu_ns(pid):
-    """CPU time (ns) the VMM's threads other than its vCPUs have run: its device path, the
-    work a packet costs the host beside the guest's own. None when no thread has a vCPU's
-    name (a build that does not name them)."""
-    total, vcpus = 0, 0
+def device_cpu(pid):
+    """CPU time (ns) the VMM's threads other than its vCPUs have run, and how many times the
+    scheduler put them on a CPU: its device path, the work a packet costs the host beside the
+    guest's own, and its wake-ups. None when no thread has a vCPU's name (a build that does
+    not name them)."""
+    total, slices, vcpus = 0, 0, 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/comm") as f:
                 comm = f.read().strip()
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                ns = int(f.read().split()[0])
+                ns, _, runs = (int(x) for x in f.read().split())
         except (FileNotFoundError, ProcessLookupError):
             continue  # a thread that ended: what it ran is lost to both marks alike
         if VCPU_THREAD.fullmatch(comm):
             vcpus += 1
         else:
             total += ns
-    return total if vcpus else None
+            slices += runs
+    return (total, slices) if vcpus else None
 
 
 class Sampler(threading.Thread):
@@ -139,6 +142,78 @@ class Sampler(threading.Thread):
         return (s[last][1] - s[first][1]) / (s[last][0] - s[first][0])
 
 
+# Where everything runs, with two CPUs or more: the VMM's device threads (all but its vCPUs),
+# the host's peers and this script on the first; the guest's vCPU and rx-64's generator on the
+# last. The device path is what is measured, so it gets a CPU the generator does not take; the
+# guest only polls and counts, and needs little of its CPU. Unpinned, the scheduler's placement
+# of three busy threads on two CPUs moved the figures more than the VMMs did.
+CPUS = sorted(os.sched_getaffinity(0))
+HOST_CPU, GUEST_CPU = (CPUS[0], CPUS[-1]) if len(CPUS) > 1 else (None, None)
+
+
+def pin_vcpus(pid):
+    """Move the VMM's vCPU threads to the guest's CPU (the rest stay where the VMM started)."""
+    if GUEST_CPU is None:
+        return
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if VCPU_THREAD.fullmatch(f.read().strip()):
+                    os.sched_setaffinity(int(tid), {GUEST_CPU})
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+
+
+PKTGEN = "/proc/net/pktgen"
+
+
+class Flood:
+    """rx-64's traffic, 64-byte UDP datagrams in 106-byte frames written to the tap as fast as
+    it takes them: by the kernel's own packet generator (pktgen) where the host has it, else by
+    `net-peer flood-raw` (a packet socket). Either way past the host's IP stack, whose cost
+    would otherwise share the CPUs with the VMM's receive path."""
+
+    def __init__(self):
+        self.offered0 = tap_stat("tx_packets") + tap_stat("tx_dropped")
+        self.peer, self.thread = None, None
+        if not os.path.isdir(PKTGEN):
+            self.peer = subprocess.Popen([PEER, "flood-raw", TAP, GUEST_MAC, GUEST_IP,
+                                          str(DISCARD), "64", str(NET_MS / 1000 + 3)],
+                                         stdout=subprocess.DEVNULL)
+            if GUEST_CPU is not None:
+                os.sched_setaffinity(self.peer.pid, {GUEST_CPU})
+            return
+        self.kthread = f"{PKTGEN}/kpktgend_{GUEST_CPU or 0}"  # each is bound to its CPU
+        pgset(self.kthread, "rem_device_all", f"add_device {TAP}")
+        pgset(f"{PKTGEN}/{TAP}", "count 0", "pkt_size 106", "clone_skb 0", "delay 0",
+              f"dst {GUEST_IP}", f"dst_mac {GUEST_MAC}", f"udp_src_min {DISCARD}",
+              f"udp_src_max {DISCARD}", f"udp_dst_min {DISCARD}", f"udp_dst_max {DISCARD}")
+        # "start" returns when the generator stops: at "stop", or when the tap loses its
+        # carrier as the VMM exits.
+        self.thread = threading.Thread(target=pgset, args=(f"{PKTGEN}/pgctrl", "start"))
+        self.thread.start()
+
+    def stop(self):
+        """Stops it; returns how many frames the host offered the VMM (its tap's transmit
+        counters: taken and dropped for a full queue)."""
+        if self.peer:
+            self.peer.kill()
+            self.peer.wait()
+        if self.thread:
+            pgset(f"{PKTGEN}/pgctrl", "stop")
+            self.thread.join()
+            pgset(self.kthread, "rem_device_all")
+        return tap_stat("tx_packets") + tap_stat("tx_dropped") - self.offered0
+
+
+def pgset(path, *commands):
+    """Commands to one of pktgen's files, each in a write of its own, newline-ended (pgctrl
+    takes the last byte for one)."""
+    for c in commands:
+        with open(path, "w") as f:
+            f.write(c + "\n")
+
+
 def run_guest(name, tmp):
     """One boot of the guest in bench=net: its figures, and the host's for its frames."""
     snmp0 = snmp()
@@ -161,20 +236,20 @@ def run_guest(name, tmp):
             # each transmit phase, so the next one's frames are not in them).
             what = line.split()[1]
             marks[what] = (time.monotonic(), tap_stat("rx_packets"))
-            cpu[what.partition("=")[0]] = device_cpu_ns(p.pid)
+            cpu[what.partition("=")[0]] = device_cpu(p.pid)
+            if what.startswith("tsc_khz"):
+                pin_vcpus(p.pid)
             if what == "tx-1500":
                 sampler.stop.set()
             if line == "bench-net rx-ready":
-                flooder = subprocess.Popen([PEER, "flood", GUEST_IP, str(DISCARD), "64",
-                                            str(NET_MS / 1000 + 3)], stdout=subprocess.PIPE,
-                                           text=True)
+                flooder = Flood()
         p.wait()
         timer.cancel()
         err.seek(0)
         stderr = err.read()
     sampler.stop.set()
     sampler.join()
-    flood_sent = flooder.communicate()[0].split()[-1] if flooder else None
+    flood_sent = flooder.stop() if flooder else None
     if "bench-net done" not in out or any("error" in line for line in out):
         sys.exit(f"{name}: the guest did not finish:\n" + "\n".join(out) + "\n" + stderr[-2000:])
     got = {}
@@ -193,8 +268,10 @@ def run_guest(name, tmp):
     # The device path's CPU for each packet: from the line before a phase to its figures.
     for metric, before in (("tx-64", "tsc_khz"), ("rx-64", "rx-ready")):
         if None not in (cpu.get(before), cpu.get(metric)) and got.get(f"{metric} packets"):
-            got[f"{metric} device_ns_per_pkt"] = \
-                (cpu[metric] - cpu[before]) / got[f"{metric} packets"]
+            (ns0, runs0), (ns1, runs1) = cpu[before], cpu[metric]
+            got[f"{metric} device_ns_per_pkt"] = (ns1 - ns0) / got[f"{metric} packets"]
+            got[f"{metric} device_runs_per_kpkt"] = \
+                1000 * (runs1 - runs0) / got[f"{metric} packets"]
     snmp1 = snmp()
     bad = {k: snmp1[k] - snmp0[k] for k in ("Ip InHdrErrors", "Ip InAddrErrors",
                                            "Udp NoPorts", "Udp InCsumErrors")}
@@ -213,6 +290,7 @@ ROWS = [
     ("tx-64 arrived_%", "tx-64 arrived %", True),
     ("tx-64 kicks_per_kpkt", "tx-64 kicks/1000 pkts", False),
     ("tx-64 device_ns_per_pkt", "tx-64 device CPU ns/pkt", False),
+    ("tx-64 device_runs_per_kpkt", "tx-64 device runs/1000 pkts", False),
     ("tx-1500 mbps", "tx-1500 MB/s (guest)", True),
     ("tx-1500 host_mbps", "tx-1500 MB/s (host)", True),
     ("tx-1500 arrived_%", "tx-1500 arrived %", True),
@@ -223,6 +301,7 @@ ROWS = [
     ("rx-64 pps", "rx-64 packets/s (guest)", True),
     ("rx-64 kicks_per_kpkt", "rx-64 kicks/1000 pkts", False),
     ("rx-64 device_ns_per_pkt", "rx-64 device CPU ns/pkt", False),
+    ("rx-64 device_runs_per_kpkt", "rx-64 device runs/1000 pkts", False),
 ]
 
 
@@ -235,6 +314,8 @@ def derive(got):
 
 
 def setup_namespace():
+    if not os.path.isdir(PKTGEN):
+        subprocess.run(["modprobe", "-q", "pktgen"])  # rx-64's generator, where there is one
     sh("ip", "link", "set", "lo", "up")
     sh("ip", "tuntap", "add", "dev", TAP, "mode", "tap")
     sh("ip", "link", "set", TAP, "address", TAP_MAC)
@@ -247,6 +328,8 @@ def setup_namespace():
 
 
 def inside():
+    if HOST_CPU is not None:
+        os.sched_setaffinity(0, {HOST_CPU})  # and so every process started from here
     setup_namespace()
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # never read: a valid frame's end
     sink.bind(("0.0.0.0", DISCARD))
@@ -266,7 +349,8 @@ def inside():
                         notes[name] = net0.group(0)
                     if got.get("rx-64 host_sent"):
                         notes[f"{name} rx-64"] = (
-                            f"the host offered {got['rx-64 host_sent']} datagrams")
+                            f"the host offered {got['rx-64 host_sent']} frames "
+                            f"({'pktgen' if os.path.isdir(PKTGEN) else 'net-peer flood-raw'})")
                     derive(got)
                     for k, v in got.items():
                         results[name].setdefault(k, []).append(v)

@@ -55,7 +55,8 @@ bb=$("$kit/fetch.sh" busybox-static)/bin/busybox || exit 125
 
 # The modules to load, in dependency order; one line per wanted module.
 # (loop and ext4: bench/blk.py's O_DIRECT disk, an ext4 image on the KVM host's tmpfs.)
-MODULES="kvm-amd 9p 9pnet_virtio virtio_pci tun veth bridge loop ext4"
+# (pktgen: bench/net.py's rx-64 traffic.)
+MODULES="kvm-amd 9p 9pnet_virtio virtio_pci tun veth bridge loop ext4 pktgen"
 key=$( (cat "$0" "$bb" | sha256sum; echo "$kroot $MODULES") | sha256sum | cut -c1-16)
 initrd=$CACHE/kvmhost/initrd-$key.cpio.gz
 if [ ! -f "$initrd" ]; then
