@@ -386,6 +386,47 @@ static void test_receive_waits_for_buffers(void **state)
 	assert_int_equal(st.rx_dropped, 0);
 }
 
+/* Chains of more than one buffer: the header apart from the data, as a driver may post them. */
+static void test_receive_header_apart(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t pkt[1200];
+	uint16_t nbufs;
+
+	start(f, 1ULL << F_MRG);
+	vd_desc(&f->rx, 0, BUF_GPA, HDR, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1);
+	vd_desc(&f->rx, 1, BUF_GPA + 0x100, 500, VIRTQ_DESC_F_WRITE, 0);
+	vd_publish(&f->rx, 0);
+
+	/* One that fits the chain: in it, straight. */
+	memset(pkt, 0, HDR);
+	frame(pkt + HDR, 400, 5);
+	assert_int_equal(write(f->peer, pkt, HDR + 400), HDR + 400);
+	virtio_net_poll_rx(f->net);
+	assert_int_equal(vd_used_idx(&f->rx), 1);
+	assert_int_equal(vd_used(&f->rx, 0).id, 0);
+	assert_int_equal(vd_used(&f->rx, 0).len, HDR + 400);
+	memcpy(&nbufs, f->ram + BUF_GPA + 10, 2);
+	assert_int_equal(nbufs, 1);
+	assert_memory_equal(f->ram + BUF_GPA + 0x100, pkt + HDR, 400);
+
+	/* One longer than the chain: its start there, its end in the next chain. */
+	vd_publish(&f->rx, 0);
+	post_rx(f, 2, BUF_GPA + 0x1000, 1526);
+	frame(pkt + HDR, sizeof(pkt) - HDR, 6);
+	assert_int_equal(write(f->peer, pkt, sizeof(pkt)), sizeof(pkt));
+	virtio_net_poll_rx(f->net);
+	assert_int_equal(vd_used_idx(&f->rx), 3);
+	assert_int_equal(vd_used(&f->rx, 1).id, 0);
+	assert_int_equal(vd_used(&f->rx, 1).len, HDR + 500);
+	assert_int_equal(vd_used(&f->rx, 2).id, 2);
+	assert_int_equal(vd_used(&f->rx, 2).len, sizeof(pkt) - HDR - 500);
+	memcpy(&nbufs, f->ram + BUF_GPA + 10, 2);
+	assert_int_equal(nbufs, 2);
+	assert_memory_equal(f->ram + BUF_GPA + 0x100, pkt + HDR, 500);
+	assert_memory_equal(f->ram + BUF_GPA + 0x1000, pkt + HDR + 500, sizeof(pkt) - HDR - 500);
+}
+
 static void test_receive_too_big_without_mergeable(void **state)
 {
 	struct fixture *f = *state;
@@ -788,6 +829,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_transmit_short_and_huge, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_receive_mergeable, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_receive_waits_for_buffers, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_receive_header_apart, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_receive_too_big_without_mergeable, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_receive_malformed, setup, teardown),

@@ -257,10 +257,13 @@ static int net_rx_deliver(struct net_pair *p)
 }
 
 /*
- * Read the pair's next packet, once the guest has a buffer for it: straight into a chain that
- * holds any packet, when nothing limits the rate (returns 1, delivered), or into the bounce
- * buffer (returns 0 with p->pending_len set). Otherwise 0 when the backend is empty or the
- * guest has no buffers (p->rx_waiting says which), -1 for a broken queue.
+ * Read the pair's next packet, once the guest has a buffer for it. Without a rate limit it goes
+ * straight into the guest's chain, and what does not fit on into the bounce buffer: a packet
+ * the chain holds is delivered (returns 1); a longer one is gathered in the bounce buffer
+ * (returns 0 with p->pending_len set), which net_rx_deliver() spreads over several chains.
+ * With a limit it goes into the bounce buffer first, its size being its cost. Otherwise 0 when
+ * the backend is empty or the guest has no buffers (p->rx_waiting says which), -1 for a broken
+ * queue.
  */
 static int net_rx_read(struct net_pair *p)
 {
@@ -268,6 +271,7 @@ static int net_rx_read(struct net_pair *p)
 	struct virtio_dev *d = &n->vdev;
 	struct virtq *vq = &d->vqs[RXQ(p->index)];
 	struct virtq_chain *c = &p->rx_chain;
+	bool tail;
 	ssize_t len;
 	uint16_t nbufs = 1;
 	int r;
@@ -282,31 +286,46 @@ static int net_rx_read(struct net_pair *p)
 				 (unsigned long long)c->in_len, (unsigned long long)c->out_len);
 		return -1;
 	}
-	if (c->in_len >= MAX_PACKET && !rate_limiter_active(&n->rx_limiter)) {
-		/* Buffers that hold any packet: straight into the guest's memory. */
+	tail = c->in_len < MAX_PACKET;
+	if (rate_limiter_active(&n->rx_limiter) || (tail && c->nr_in == VIRTQ_MAX_SIZE)) {
+		/* Through the bounce buffer, which net_rx_deliver() spreads. */
+		rx_return(vq, 1);
 		do
-			len = readv(p->fd, c->in, (int)c->nr_in);
+			len = read(p->fd, p->bounce, sizeof(p->bounce));
 		while (len < 0 && errno == EINTR);
 		if (len < HDR_BYTES) {
-			rx_return(vq, 1);
 			p->rx_waiting = false;
 			return 0;
 		}
+		p->pending_len = (uint64_t)len;
+		p->pending_admitted = false;
+		return 0;
+	}
+	if (tail)
+		c->in[c->nr_in] = (struct iovec){p->bounce, sizeof(p->bounce)};
+	do
+		len = readv(p->fd, c->in, (int)(c->nr_in + tail));
+	while (len < 0 && errno == EINTR);
+	if (len < HDR_BYTES) {
+		rx_return(vq, 1);
+		p->rx_waiting = false;
+		return 0;
+	}
+	if ((uint64_t)len <= c->in_len) {
 		iov_from_buf(c->in, c->nr_in, 10, &nbufs, 2);
 		virtq_push(vq, c->head, (uint32_t)len);
 		p->stats.rx_packets++;
 		p->stats.rx_bytes += (uint64_t)len - HDR_BYTES;
 		return 1;
 	}
-	/* Smaller buffers: through the bounce buffer, which net_rx_deliver() spreads. */
+	/* Longer than the chain: gather it in the bounce buffer, the chain's part first. */
 	rx_return(vq, 1);
-	do
-		len = read(p->fd, p->bounce, sizeof(p->bounce));
-	while (len < 0 && errno == EINTR);
-	if (len < HDR_BYTES) {
-		p->rx_waiting = false;
-		return 0;
+	if ((uint64_t)len > sizeof(p->bounce)) {
+		p->stats.rx_dropped++; /* a backend that is not a tap, with frames beyond any MTU */
+		return 1;
 	}
+	memmove(p->bounce + c->in_len, p->bounce, (uint64_t)len - c->in_len);
+	iov_to_buf(c->in, c->nr_in, 0, p->bounce, c->in_len);
 	p->pending_len = (uint64_t)len;
 	p->pending_admitted = false;
 	return 0;
