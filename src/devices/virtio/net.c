@@ -318,14 +318,16 @@ static int net_rx_read(struct net_pair *p)
 		p->stats.rx_bytes += (uint64_t)len - HDR_BYTES;
 		return 1;
 	}
-	/* Longer than the chain: gather it in the bounce buffer, the chain's part first. */
-	rx_return(vq, 1);
+	/* Longer than the chain: gather it in the bounce buffer, the chain's part first, then give
+	 * the chain back for net_rx_deliver() to spread the packet over it and the next ones. */
 	if ((uint64_t)len > sizeof(p->bounce)) {
+		rx_return(vq, 1);
 		p->stats.rx_dropped++; /* a backend that is not a tap, with frames beyond any MTU */
 		return 1;
 	}
 	memmove(p->bounce + c->in_len, p->bounce, (uint64_t)len - c->in_len);
 	iov_to_buf(c->in, c->nr_in, 0, p->bounce, c->in_len);
+	rx_return(vq, 1);
 	p->pending_len = (uint64_t)len;
 	p->pending_admitted = false;
 	return 0;
