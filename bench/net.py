@@ -10,7 +10,10 @@ offloads), so the figures are the VMM's device path, not a guest kernel's:
              p50/p99 latency, round trips/s
   rx-64      the host floods the guest with frames of 64-byte datagrams, written straight to
              the tap (past the host's IP stack); the guest counts: packets/s
-One boot of the guest (`bench=net`) runs the four in turn. The tap lives in a network
+  rxb-64     the same frames, BURST of them queued on the tap while the guest takes none,
+             then drained: packets/s with no sender sharing the host, the receive path's
+             capacity (rx-64's rate is at most what the generator offers)
+One boot of the guest (`bench=net`) runs the five in turn. The tap lives in a network
 namespace of the benchmark's own, set up once for every VMM alike; the guest's transmit rates
 are counted twice, by the guest (frames the device handed back) and on the host (the tap's
 rx_packets, sampled while the guest sends: what actually arrived), and the host's IP and UDP
@@ -33,6 +36,8 @@ import time
 RUNS = int(os.environ.get("YUN_BENCH_RUNS", "3"))
 NET_MS = int(os.environ.get("YUN_BENCH_NET_MS", "1000"))
 RR_N = int(os.environ.get("YUN_BENCH_NET_RR", "2000"))
+BURST = int(os.environ.get("YUN_BENCH_NET_BURST", "16000"))
+TXQUEUELEN = 1000  # a tap's own, but for rxb-64's burst
 BUILD = os.environ.get("BUILD", "build")
 GUEST = f"{BUILD}/guest/test-guest.elf"
 PEER = f"{BUILD}/bench/net-peer"
@@ -60,7 +65,7 @@ def qemu(mode):
     return ["qemu-system-x86_64", "-nodefaults", "-no-user-config", "-display", "none",
             "-M", "q35", "-accel", "kvm", "-cpu", "kvm64", "-smp", "1", "-m", str(MEM),
             "-kernel", GUEST, "-append", cmdline(mode), "-serial", "stdio", "-no-reboot",
-            "-name", "bench,debug-threads=on",  # names its vCPU threads, for device_cpu_ns()
+            "-name", "bench,debug-threads=on",  # names its vCPU threads, for device_cpu()
             "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no,vhost=off",
             "-device", f"virtio-net-pci,netdev=n0,disable-legacy=on,mac={GUEST_MAC},romfile="]
 
@@ -95,21 +100,28 @@ def snmp():
 VCPU_THREAD = re.compile(r"vcpu \d+|CPU \d+/KVM")
 
 
+def threads(pid):
+    """(tid, is a vCPU thread, schedstat fields) for each of the VMM's threads; a thread that
+    ends while it is read is left out (what it ran is lost to both marks alike)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                comm = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                stat = [int(x) for x in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        yield int(tid), bool(VCPU_THREAD.fullmatch(comm)), stat
+
+
 def device_cpu(pid):
     """CPU time (ns) the VMM's threads other than its vCPUs have run, and how many times the
     scheduler put them on a CPU: its device path, the work a packet costs the host beside the
     guest's own, and its wake-ups. None when no thread has a vCPU's name (a build that does
     not name them)."""
     total, slices, vcpus = 0, 0, 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                comm = f.read().strip()
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                ns, _, runs = (int(x) for x in f.read().split())
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # a thread that ended: what it ran is lost to both marks alike
-        if VCPU_THREAD.fullmatch(comm):
+    for _, vcpu, (ns, _, runs) in threads(pid):
+        if vcpu:
             vcpus += 1
         else:
             total += ns
@@ -155,13 +167,12 @@ def pin_vcpus(pid):
     """Move the VMM's vCPU threads to the guest's CPU (the rest stay where the VMM started)."""
     if GUEST_CPU is None:
         return
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                if VCPU_THREAD.fullmatch(f.read().strip()):
-                    os.sched_setaffinity(int(tid), {GUEST_CPU})
-        except (FileNotFoundError, ProcessLookupError):
-            pass
+    for tid, vcpu, _ in threads(pid):
+        if vcpu:
+            try:
+                os.sched_setaffinity(tid, {GUEST_CPU})
+            except ProcessLookupError:
+                pass
 
 
 PKTGEN = "/proc/net/pktgen"
@@ -173,25 +184,37 @@ class Flood:
     `net-peer flood-raw` (a packet socket). Either way past the host's IP stack, whose cost
     would otherwise share the CPUs with the VMM's receive path."""
 
-    def __init__(self):
+    def __init__(self, count=0):
+        """count frames (0: until stop()). pktgen's run ends once the guest has taken its
+        last frame; stop() ends it either way. Without pktgen, a count is sent as a flood of
+        two seconds, and the tap's queue drops what it cannot hold."""
         self.offered0 = tap_stat("tx_packets") + tap_stat("tx_dropped")
         self.peer, self.thread = None, None
         if not os.path.isdir(PKTGEN):
+            seconds = 2 if count else NET_MS / 1000 + 3
             self.peer = subprocess.Popen([PEER, "flood-raw", TAP, GUEST_MAC, GUEST_IP,
-                                          str(DISCARD), "64", str(NET_MS / 1000 + 3)],
+                                          str(DISCARD), "64", str(seconds)],
                                          stdout=subprocess.DEVNULL)
             if GUEST_CPU is not None:
                 os.sched_setaffinity(self.peer.pid, {GUEST_CPU})
             return
         self.kthread = f"{PKTGEN}/kpktgend_{GUEST_CPU or 0}"  # each is bound to its CPU
-        pgset(self.kthread, "rem_device_all", f"add_device {TAP}")
-        pgset(f"{PKTGEN}/{TAP}", "count 0", "pkt_size 106", "clone_skb 0", "delay 0",
+        pktgen_clear(self.kthread)
+        pgset(self.kthread, f"add_device {TAP}")
+        pgset(f"{PKTGEN}/{TAP}", f"count {count}", "pkt_size 106", "clone_skb 0", "delay 0",
               f"dst {GUEST_IP}", f"dst_mac {GUEST_MAC}", f"udp_src_min {DISCARD}",
               f"udp_src_max {DISCARD}", f"udp_dst_min {DISCARD}", f"udp_dst_max {DISCARD}")
-        # "start" returns when the generator stops: at "stop", or when the tap loses its
-        # carrier as the VMM exits.
+        # "start" returns when the generator stops: at "stop", when the tap loses its carrier
+        # as the VMM exits, or once its count is sent and the last frame freed.
         self.thread = threading.Thread(target=pgset, args=(f"{PKTGEN}/pgctrl", "start"))
         self.thread.start()
+
+    def sent(self):
+        """Frames pktgen has handed the tap so far (pktgen counts a frame the tap dropped as an
+        error, not here)."""
+        with open(f"{PKTGEN}/{TAP}") as f:
+            m = re.search(r"pkts-sofar: (\d+)", f.read())
+        return int(m.group(1)) if m else 0
 
     def stop(self):
         """Stops it; returns how many frames the host offered the VMM (its tap's transmit
@@ -202,8 +225,42 @@ class Flood:
         if self.thread:
             pgset(f"{PKTGEN}/pgctrl", "stop")
             self.thread.join()
-            pgset(self.kthread, "rem_device_all")
+            pktgen_clear(self.kthread)
         return tap_stat("tx_packets") + tap_stat("tx_dropped") - self.offered0
+
+
+def queue_burst():
+    """rxb-64's frames, BURST of them, queued on the tap while the guest takes none. Returns the
+    generator, to stop once the VMM is gone (pktgen holds its last frame until the guest has
+    taken it), and what the queue got, for the report."""
+    # Room for rx-64's leftovers too. Debian 12's kernel refuses a queue over 20 000 or so
+    # (ERANGE; 40 000 was refused, 20 000 taken).
+    sh("ip", "link", "set", TAP, "txqueuelen", str(BURST + 4000))
+    dropped0, taken0 = tap_stat("tx_dropped"), tap_stat("tx_packets")
+    flood = Flood(BURST)
+    got = {}
+    if flood.peer:
+        flood.peer.wait()
+    else:
+        end = time.monotonic() + 30
+        while flood.sent() < BURST and time.monotonic() < end:
+            time.sleep(0.01)
+        got["rxb-64 host_queued"] = flood.sent()
+    got["rxb-64 host_dropped"] = tap_stat("tx_dropped") - dropped0
+    got["rxb-64 taken_early"] = tap_stat("tx_packets") - taken0
+    return flood, got
+
+
+def pktgen_clear(kthread):
+    """Takes every device from pktgen's thread, and waits until it has: the thread does it when
+    it next wakes, and would take a device added before then with the rest."""
+    pgset(kthread, "rem_device_all")
+    for _ in range(100):
+        with open(kthread) as f:
+            if TAP not in f.read().partition("Result:")[0]:
+                return
+        time.sleep(0.01)
+    sys.exit(f"pktgen: {kthread} keeps {TAP}")
 
 
 def pgset(path, *commands):
@@ -221,9 +278,9 @@ def run_guest(name, tmp):
     marks = {"start": (time.monotonic(), tap_stat("rx_packets"))}
     sampler = Sampler()
     sampler.start()
-    flooder, out, cpu = None, [], {}
+    flooder, flood_sent, burst, got_burst, out, cpu = None, None, None, {}, [], {}
     with open(os.path.join(tmp, "stderr"), "w+") as err:
-        p = subprocess.Popen(VMMS[name]("net"), stdin=subprocess.DEVNULL,
+        p = subprocess.Popen(VMMS[name]("net"), stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=err, text=True)
         timer = threading.Timer(300, p.kill)
         timer.start()
@@ -243,13 +300,27 @@ def run_guest(name, tmp):
                 sampler.stop.set()
             if line == "bench-net rx-ready":
                 flooder = Flood()
+            if what == "rx-64":
+                flood_sent = flooder.stop()
+            if line == "bench-net rxb-ready":
+                burst, got_burst = queue_burst()
+                cpu["rxb-go"] = device_cpu(p.pid)
+                try:
+                    p.stdin.write("g")  # COM1: the guest takes the queued frames from here
+                    p.stdin.flush()
+                except BrokenPipeError:
+                    pass  # the VMM is gone: its last words are reported below
         p.wait()
         timer.cancel()
         err.seek(0)
         stderr = err.read()
     sampler.stop.set()
     sampler.join()
-    flood_sent = flooder.stop() if flooder else None
+    if flooder and flood_sent is None:
+        flood_sent = flooder.stop()
+    if burst:
+        burst.stop()
+    sh("ip", "link", "set", TAP, "txqueuelen", str(TXQUEUELEN))
     if "bench-net done" not in out or any("error" in line for line in out):
         sys.exit(f"{name}: the guest did not finish:\n" + "\n".join(out) + "\n" + stderr[-2000:])
     got = {}
@@ -266,7 +337,7 @@ def run_guest(name, tmp):
         got[f"{metric} host_mbps"] = sampler.rate(t0, t1) * got[f"{metric} frame_bytes"] / 1e6
         got[f"{metric} arrived_%"] = 100 * (c1 - c0) / got[f"{metric} packets"]
     # The device path's CPU for each packet: from the line before a phase to its figures.
-    for metric, before in (("tx-64", "tsc_khz"), ("rx-64", "rx-ready")):
+    for metric, before in (("tx-64", "tsc_khz"), ("rx-64", "rx-ready"), ("rxb-64", "rxb-go")):
         if None not in (cpu.get(before), cpu.get(metric)) and got.get(f"{metric} packets"):
             (ns0, runs0), (ns1, runs1) = cpu[before], cpu[metric]
             got[f"{metric} device_ns_per_pkt"] = (ns1 - ns0) / got[f"{metric} packets"]
@@ -279,6 +350,7 @@ def run_guest(name, tmp):
         sys.exit(f"{name}: the host took the guest's frames for bad ones: {bad}")
     if flood_sent:
         got["rx-64 host_sent"] = int(flood_sent)
+    got.update(got_burst)
     got["stderr"] = stderr
     return got
 
@@ -302,11 +374,15 @@ ROWS = [
     ("rx-64 kicks_per_kpkt", "rx-64 kicks/1000 pkts", False),
     ("rx-64 device_ns_per_pkt", "rx-64 device CPU ns/pkt", False),
     ("rx-64 device_runs_per_kpkt", "rx-64 device runs/1000 pkts", False),
+    ("rxb-64 pps", "rxb-64 packets/s (guest)", True),
+    ("rxb-64 kicks_per_kpkt", "rxb-64 kicks/1000 pkts", False),
+    ("rxb-64 device_ns_per_pkt", "rxb-64 device CPU ns/pkt", False),
+    ("rxb-64 device_runs_per_kpkt", "rxb-64 device runs/1000 pkts", False),
 ]
 
 
 def derive(got):
-    for m in ("tx-64", "rx-64"):
+    for m in ("tx-64", "rx-64", "rxb-64"):
         if got.get(f"{m} packets"):
             got[f"{m} kicks_per_kpkt"] = 1000 * got[f"{m} kicks"] / got[f"{m} packets"]
     if got.get("rr-64 n"):
@@ -322,7 +398,7 @@ def setup_namespace():
     for conf in ("all", "default", TAP):
         sh("sysctl", "-qw", f"net.ipv6.conf.{conf}.disable_ipv6=1")
     sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", TAP)
-    sh("ip", "link", "set", TAP, "up")
+    sh("ip", "link", "set", TAP, "txqueuelen", str(TXQUEUELEN), "up")
     # The guest answers no ARP: the host knows its address beforehand.
     sh("ip", "neigh", "replace", GUEST_IP, "lladdr", GUEST_MAC, "dev", TAP, "nud", "permanent")
 
@@ -351,6 +427,12 @@ def inside():
                         notes[f"{name} rx-64"] = (
                             f"the host offered {got['rx-64 host_sent']} frames "
                             f"({'pktgen' if os.path.isdir(PKTGEN) else 'net-peer flood-raw'})")
+                    if "rxb-64 host_dropped" in got:
+                        notes[f"{name} rxb-64"] = (
+                            f"{got.get('rxb-64 host_queued', '?')} frames queued, "
+                            f"{got['rxb-64 host_dropped']} dropped for a full queue, "
+                            f"{got['rxb-64 taken_early']} taken while queuing; "
+                            f"the guest counted {got.get('rxb-64 packets', 0)}")
                     derive(got)
                     for k, v in got.items():
                         results[name].setdefault(k, []).append(v)
