@@ -184,14 +184,13 @@ class Flood:
     `net-peer flood-raw` (a packet socket). Either way past the host's IP stack, whose cost
     would otherwise share the CPUs with the VMM's receive path."""
 
-    def __init__(self, count=0):
-        """count frames (0: until stop()). pktgen's run ends once the guest has taken its
-        last frame; stop() ends it either way. Without pktgen, a count is sent as a flood of
-        two seconds, and the tap's queue drops what it cannot hold."""
+    def __init__(self, burst=False):
+        """Until stop(); without pktgen, for rx-64's time, or two seconds for a burst (and
+        the tap's queue drops what it cannot hold)."""
         self.offered0 = tap_stat("tx_packets") + tap_stat("tx_dropped")
         self.peer, self.thread = None, None
         if not os.path.isdir(PKTGEN):
-            seconds = 2 if count else NET_MS / 1000 + 3
+            seconds = 2 if burst else NET_MS / 1000 + 3
             self.peer = subprocess.Popen([PEER, "flood-raw", TAP, GUEST_MAC, GUEST_IP,
                                           str(DISCARD), "64", str(seconds)],
                                          stdout=subprocess.DEVNULL)
@@ -201,11 +200,12 @@ class Flood:
         self.kthread = f"{PKTGEN}/kpktgend_{GUEST_CPU or 0}"  # each is bound to its CPU
         pktgen_clear(self.kthread)
         pgset(self.kthread, f"add_device {TAP}")
-        pgset(f"{PKTGEN}/{TAP}", f"count {count}", "pkt_size 106", "clone_skb 0", "delay 0",
+        pgset(f"{PKTGEN}/{TAP}", "count 0", "pkt_size 106", "clone_skb 0", "delay 0",
               f"dst {GUEST_IP}", f"dst_mac {GUEST_MAC}", f"udp_src_min {DISCARD}",
               f"udp_src_max {DISCARD}", f"udp_dst_min {DISCARD}", f"udp_dst_max {DISCARD}")
-        # "start" returns when the generator stops: at "stop", when the tap loses its carrier
-        # as the VMM exits, or once its count is sent and the last frame freed.
+        # "start" returns when the generator stops: at "stop", or when the tap loses its
+        # carrier as the VMM exits. (Not with a count: pktgen would then wait, spinning on
+        # its CPU, until the guest has taken its last frame.)
         self.thread = threading.Thread(target=pgset, args=(f"{PKTGEN}/pgctrl", "start"))
         self.thread.start()
 
@@ -225,30 +225,31 @@ class Flood:
         if self.thread:
             pgset(f"{PKTGEN}/pgctrl", "stop")
             self.thread.join()
+            self.total = self.sent()  # its file goes with the device
             pktgen_clear(self.kthread)
         return tap_stat("tx_packets") + tap_stat("tx_dropped") - self.offered0
 
 
 def queue_burst():
-    """rxb-64's frames, BURST of them, queued on the tap while the guest takes none. Returns the
-    generator, to stop once the VMM is gone (pktgen holds its last frame until the guest has
-    taken it), and what the queue got, for the report."""
+    """rxb-64's frames, BURST of them or a few more, queued on the tap while the guest takes
+    none; what the queue got, for the report. The generator is stopped before the guest drains
+    the queue (pktgen would otherwise spin on the guest's CPU until its last frame is freed)."""
     # Room for rx-64's leftovers too. Debian 12's kernel refuses a queue over 20 000 or so
     # (ERANGE; 40 000 was refused, 20 000 taken).
     sh("ip", "link", "set", TAP, "txqueuelen", str(BURST + 4000))
     dropped0, taken0 = tap_stat("tx_dropped"), tap_stat("tx_packets")
-    flood = Flood(BURST)
     got = {}
-    if flood.peer:
-        flood.peer.wait()
-    else:
-        end = time.monotonic() + 30
+    if os.path.isdir(PKTGEN):
+        flood, end = Flood(), time.monotonic() + 30
         while flood.sent() < BURST and time.monotonic() < end:
-            time.sleep(0.01)
-        got["rxb-64 host_queued"] = flood.sent()
+            time.sleep(0.005)
+        flood.stop()
+        got["rxb-64 host_queued"] = flood.total
+    else:
+        Flood(burst=True).peer.wait()
     got["rxb-64 host_dropped"] = tap_stat("tx_dropped") - dropped0
     got["rxb-64 taken_early"] = tap_stat("tx_packets") - taken0
-    return flood, got
+    return got
 
 
 def pktgen_clear(kthread):
@@ -278,7 +279,7 @@ def run_guest(name, tmp):
     marks = {"start": (time.monotonic(), tap_stat("rx_packets"))}
     sampler = Sampler()
     sampler.start()
-    flooder, flood_sent, burst, got_burst, out, cpu = None, None, None, {}, [], {}
+    flooder, flood_sent, got_burst, out, cpu = None, None, {}, [], {}
     with open(os.path.join(tmp, "stderr"), "w+") as err:
         p = subprocess.Popen(VMMS[name]("net"), stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=err, text=True)
@@ -303,7 +304,7 @@ def run_guest(name, tmp):
             if what == "rx-64":
                 flood_sent = flooder.stop()
             if line == "bench-net rxb-ready":
-                burst, got_burst = queue_burst()
+                got_burst = queue_burst()
                 cpu["rxb-go"] = device_cpu(p.pid)
                 try:
                     p.stdin.write("g")  # COM1: the guest takes the queued frames from here
@@ -318,8 +319,6 @@ def run_guest(name, tmp):
     sampler.join()
     if flooder and flood_sent is None:
         flood_sent = flooder.stop()
-    if burst:
-        burst.stop()
     sh("ip", "link", "set", TAP, "txqueuelen", str(TXQUEUELEN))
     if "bench-net done" not in out or any("error" in line for line in out):
         sys.exit(f"{name}: the guest did not finish:\n" + "\n".join(out) + "\n" + stderr[-2000:])
