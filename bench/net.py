@@ -13,6 +13,8 @@ offloads), so the figures are the VMM's device path, not a guest kernel's:
   rxb-64     the same frames, BURST of them queued on the tap while the guest takes none,
              then drained: packets/s with no sender sharing the host, the receive path's
              capacity (rx-64's rate is at most what the generator offers)
+Each round also measures tx-64's ceiling on this host: a program writing the guest's frames
+into the tap, as a VMM's device thread does, with no VMM at all.
 One boot of the guest (`bench=net`) runs the five in turn. The tap lives in a network
 namespace of the benchmark's own, set up once for every VMM alike; the guest's transmit rates
 are counted twice, by the guest (frames the device handed back) and on the host (the tap's
@@ -38,6 +40,13 @@ NET_MS = int(os.environ.get("YUN_BENCH_NET_MS", "1000"))
 RR_N = int(os.environ.get("YUN_BENCH_NET_RR", "2000"))
 BURST = int(os.environ.get("YUN_BENCH_NET_BURST", "16000"))
 TXQUEUELEN = 1000  # a tap's own, but for rxb-64's burst
+DEBUG = bool(os.environ.get("YUN_BENCH_DEBUG"))
+
+
+def trace(*what):
+    """With YUN_BENCH_DEBUG set, each step of a round on stderr: where a stuck round is."""
+    if DEBUG:
+        print(f"# {time.monotonic():.3f}", *what, file=sys.stderr, flush=True)
 BUILD = os.environ.get("BUILD", "build")
 GUEST = f"{BUILD}/guest/test-guest.elf"
 PEER = f"{BUILD}/bench/net-peer"
@@ -219,15 +228,27 @@ class Flood:
     def stop(self):
         """Stops it; returns how many frames the host offered the VMM (its tap's transmit
         counters: taken and dropped for a full queue)."""
+        trace("flood: stop")
         if self.peer:
             self.peer.kill()
             self.peer.wait()
         if self.thread:
             pgset(f"{PKTGEN}/pgctrl", "stop")
+            trace("flood: stop sent")
             self.thread.join()
             self.total = self.sent()  # its file goes with the device
+            trace("flood: stopped after", self.total)
             pktgen_clear(self.kthread)
+            trace("flood: cleared")
         return tap_stat("tx_packets") + tap_stat("tx_dropped") - self.offered0
+
+
+def tap_write_rate():
+    """What the host alone makes of tx-64's frames: net-peer writes them into the tap (no VMM
+    has it then) as a VMM's device thread does, on the same CPU; packets/s."""
+    out = subprocess.run([PEER, "tap-write", TAP, GUEST_MAC, GUEST_IP, str(DISCARD), "64",
+                          str(NET_MS / 1000)], check=True, capture_output=True, text=True).stdout
+    return int(out.split()[1]) * 1000 / NET_MS
 
 
 def queue_burst():
@@ -241,6 +262,7 @@ def queue_burst():
     got = {}
     if os.path.isdir(PKTGEN):
         flood, end = Flood(), time.monotonic() + 30
+        trace("burst: started")
         while flood.sent() < BURST and time.monotonic() < end:
             time.sleep(0.005)
         flood.stop()
@@ -289,6 +311,7 @@ def run_guest(name, tmp):
             if "bench-net " not in line:
                 continue
             line = line[line.index("bench-net "):].strip()
+            trace(name, line)
             out.append(line)
             # Where the tap's counters stood when each figure came (the guest pauses after
             # each transmit phase, so the next one's frames are not in them).
@@ -311,6 +334,7 @@ def run_guest(name, tmp):
                     p.stdin.flush()
                 except BrokenPipeError:
                     pass  # the VMM is gone: its last words are reported below
+        trace(name, "output ends")
         p.wait()
         timer.cancel()
         err.seek(0)
@@ -410,10 +434,11 @@ def inside():
     sink.bind(("0.0.0.0", DISCARD))
     echo = subprocess.Popen([PEER, "echo", str(ECHO)])
     results = {n: {} for n in VMMS}
-    notes = {}
+    notes, baseline = {}, []
     try:
         with tempfile.TemporaryDirectory(dir=os.environ.get("YUN_BENCH_DIR")) as tmp:
             for r in range(RUNS):
+                baseline.append(tap_write_rate())
                 for name in VMMS:
                     t = time.monotonic()
                     got = run_guest(name, tmp)
@@ -449,6 +474,11 @@ def inside():
         print(f"{label:28}{med['yun']:>12{fmt}}{med['qemu']:>12{fmt}}{ratio['yun']:>10.2f}"
               + "".join(f"{med[n]:>12{fmt}}{ratio[n]:>10.2f}" for n in others)
               + ("" if higher else "  (lower is better)"))
+    host = statistics.median(baseline)
+    print(f"# tx-64 baseline: net-peer writing the same frames into the tap, one write() each, "
+          f"on the device threads' CPU: {host:.0f} packets/s; yun "
+          f"{100 * statistics.median(results['yun']['tx-64 pps']) / host:.0f}%, qemu "
+          f"{100 * statistics.median(results['qemu']['tx-64 pps']) / host:.0f}% of it")
     for what, line in notes.items():
         print(f"# {what} (last round): {line}")
     print("# the host's IP and UDP counters saw no bad header, checksum, address or port")
