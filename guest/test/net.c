@@ -296,17 +296,33 @@ static void rr_run(uint64_t n)
 	      n * 1000000 / us, other, txq.kicks + rxq.kicks);
 }
 
-/* Count what arrives for ms milliseconds from the first frame, each buffer reposted. */
+/* Take every frame the device has used, counting each and reposting its buffer: whether there
+ * was any. *id ends at -1, or at -2 for a used id that is none of the ring's. */
+static bool rx_take(uint64_t *packets, int *id)
+{
+	uint32_t len;
+	bool any = false;
+
+	while ((*id = vq_next(&rxq, &len)) >= 0) {
+		(*packets)++;
+		vq_add(&rxq, (uint16_t)*id);
+		any = true;
+	}
+	if (any)
+		vq_publish_kick(&rxq);
+	return any;
+}
+
+/* Count what arrives for ms milliseconds from the first frames, each buffer reposted. */
 static void rx_run(uint64_t ms)
 {
 	uint64_t t0, us, packets = 0;
-	uint32_t len;
-	int id;
+	int id = -1;
 
 	rxq.kicks = 0;
 	print("bench-net rx-ready\n");
 	t0 = rdtsc();
-	while ((id = vq_next(&rxq, &len)) == -1) {
+	while (id != -2 && !rx_take(&packets, &id)) {
 		if (rdtsc() - t0 > 10000 * khz) {
 			print("bench-net error: rx-64: nothing arrived in 10 s\n");
 			return;
@@ -315,21 +331,9 @@ static void rx_run(uint64_t ms)
 	}
 	t0 = rdtsc();
 	while (id != -2 && rdtsc() - t0 < ms * khz) {
-		bool more = false;
-
-		for (; id >= 0; id = vq_next(&rxq, &len)) {
-			packets++;
-			vq_add(&rxq, (uint16_t)id);
-			more = true;
-		}
-		if (more)
-			vq_publish_kick(&rxq);
-		else
+		if (!rx_take(&packets, &id))
 			cpu_relax();
-		id = vq_next(&rxq, &len);
 	}
-	if (id >= 0) /* taken as time ran out: back in the ring, uncounted */
-		vq_add(&rxq, (uint16_t)id);
 	us = elapsed_us(rdtsc() - t0);
 	print("bench-net rx-64 packets=%lu us=%lu pps=%lu kicks=%lu\n", packets, us,
 	      packets * 1000000 / us, rxq.kicks);
@@ -343,9 +347,8 @@ static void rx_run(uint64_t ms)
  */
 static void rxb_run(uint64_t idle_ms)
 {
-	uint64_t t0, last, packets = 0;
-	uint32_t len;
-	int id;
+	uint64_t t0, last, before = 0, packets = 0;
+	int id = -1;
 
 	rxq.kicks = 0;
 	print("bench-net rxb-ready\n");
@@ -358,24 +361,13 @@ static void rxb_run(uint64_t idle_ms)
 		cpu_relax();
 	}
 	(void)inb(0x3f8);
-	while ((id = vq_next(&rxq, &len)) >= 0)
-		vq_add(&rxq, (uint16_t)id);
-	vq_publish_kick(&rxq);
+	rx_take(&before, &id);
 	t0 = last = rdtsc();
 	while (id != -2 && rdtsc() - last < idle_ms * khz) {
-		bool more = false;
-
-		for (id = vq_next(&rxq, &len); id >= 0; id = vq_next(&rxq, &len)) {
-			packets++;
-			vq_add(&rxq, (uint16_t)id);
-			more = true;
-		}
-		if (more) {
+		if (rx_take(&packets, &id))
 			last = rdtsc();
-			vq_publish_kick(&rxq);
-		} else {
+		else
 			cpu_relax();
-		}
 	}
 	print("bench-net rxb-64 packets=%lu us=%lu pps=%lu kicks=%lu\n", packets,
 	      elapsed_us(last - t0), packets * 1000000 / elapsed_us(last - t0), rxq.kicks);
