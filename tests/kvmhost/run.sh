@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run a command where /dev/kvm works.
 #
-#   tests/kvmhost/run.sh [--mem MiB] [--cpus N] [--timeout S] [--cpu-features +F,...]
-#                        [--interactive] -- COMMAND [ARGS...]
+#   tests/kvmhost/run.sh [--mem MiB] [--cpus N] [--timeout S] [--silence S]
+#                        [--cpu-features +F,...] [--interactive] -- COMMAND [ARGS...]
 #
 # On a host whose /dev/kvm opens, COMMAND simply runs here. Otherwise (the VMs this project is
 # developed and tested on have no usable /dev/kvm) it runs inside a "KVM host": Debian's
@@ -10,7 +10,9 @@
 # nested /dev/kvm. The host's root file system is shared read-only over virtio-9p and the
 # current directory read-write at the same path; the command runs chrooted there as root, with
 # the same working directory. Its output (stdout and stderr, merged) comes back on a serial
-# port of its own, and its exit status with it; 125 means the KVM host itself failed.
+# port of its own, and its exit status with it; 125 means the KVM host itself failed. A command
+# that prints nothing for --silence seconds (default 600; 0: no limit) is taken for a KVM host
+# that stopped (it does, now and then, under TCG) and ended with 125, as at --timeout.
 # Kernel messages go to $YUN_KVMHOST_LOG (default: a file in /tmp named on failure).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,6 +21,7 @@ CACHE=${YUN_CACHE:-/var/cache/yun}
 mem=3072
 cpus=$(nproc)
 timeout=3600
+silence=600
 interactive=0
 features=
 
@@ -27,6 +30,7 @@ while [ $# -gt 0 ]; do
 	--mem) mem=$2; shift 2 ;;
 	--cpus) cpus=$2; shift 2 ;;
 	--timeout) timeout=$2; shift 2 ;;
+	--silence) silence=$2; shift 2 ;;
 	--cpu-features) features=,$2; shift 2 ;;
 	--interactive) interactive=1; shift ;;
 	--) shift; break ;;
@@ -112,7 +116,7 @@ fi
 # The job: the working directory, the environment worth keeping, the command.
 job=$(mktemp -d /tmp/yun-kvmhost.XXXXXX)
 log=${YUN_KVMHOST_LOG:-$job.kernel.log}
-trap 'rm -rf "$job"' EXIT
+trap 'rm -rf "$job" "$job.qemu.pid"' EXIT
 {
 	echo "cd $(printf %q "$PWD") || exit 125"
 	echo "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=${TERM:-dumb}"
@@ -131,7 +135,7 @@ trap 'rm -rf "$job"' EXIT
 # CPU model what a guest needs TCG to execute (TCG refuses an instruction the model lacks).
 qemu=(qemu-system-x86_64 -M q35 -accel tcg,thread=multi -cpu "qemu64,+svm,+npt$features"
 	-smp "$cpus" -m "$mem" -nodefaults -no-user-config -display none -no-reboot
-	-kernel "$kroot/boot/vmlinuz-$kver" -initrd "$initrd"
+	-kernel "$kroot/boot/vmlinuz-$kver" -initrd "$initrd" -pidfile "$job.qemu.pid"
 	-append "console=ttyS0 quiet loglevel=4 panic=-1 yun.work=$PWD yun.job=$job"
 	-serial "file:$log" -chardev stdio,id=out,signal=off -serial chardev:out
 	-fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap
@@ -164,16 +168,39 @@ boot() {
 	echo "YUN-KVMHOST-QEMU $?" >>"$log"
 }
 
+[ "$interactive" = 1 ] && silence=0
+# The next line of the command's output, or none after --silence seconds: then QEMU is stopped,
+# and the lines already on their way are still read to the end.
+next_line() {
+	local rc=0
+	if [ "$silence" -gt 0 ]; then
+		IFS= read -r -t "$silence" line || rc=$?
+	else
+		IFS= read -r line || rc=$?
+	fi
+	[ "$rc" = 0 ] && return 0
+	[ "$rc" -gt 128 ] || return 1 # the end of the output
+	silent=1
+	kill "$(cat "$job.qemu.pid" 2>/dev/null)" 2>/dev/null || true
+	return 0
+}
+
 for attempt in 1 2 3; do
 	status=125
 	lockup=0
+	silent=0
 	output=0
 	: >"$log"
 	# The command's output, passed through line by line; the marker line carries its status.
-	while IFS= read -r line; do
+	while next_line; do
+		[ "$silent" = 1 ] && [ -z "$line" ] && continue
 		line=${line%$'\r'}
 		case $line in
-		"YUN-KVMHOST-EXIT "*) status=${line#YUN-KVMHOST-EXIT } ;;
+		*"YUN-KVMHOST-EXIT "*)
+			# After output without a final newline, the marker ends that line.
+			[ -n "${line%%YUN-KVMHOST-EXIT *}" ] && printf '%s\n' "${line%%YUN-KVMHOST-EXIT *}"
+			status=${line##*YUN-KVMHOST-EXIT }
+			;;
 		"YUN-KVMHOST-LOCKUP") lockup=1 ;;
 		*)
 			output=1
@@ -181,18 +208,22 @@ for attempt in 1 2 3; do
 			;;
 		esac
 	done < <(boot)
-	# QEMU killed by --timeout (the KVM host wedged without a lock-up message: seen once, a
-	# command that printed nothing in 13 minutes).
+	# QEMU killed by --timeout or --silence (the KVM host wedged without a lock-up message: a
+	# command that printed nothing in 13 minutes, in the middle of a suite).
 	timed_out=0
 	grep -q 'terminating on signal 15 from pid [0-9]* (timeout)' "$log" && timed_out=1
 	# Only a lock-up or time-out before the command printed anything is retried: a retry
 	# must not repeat output.
-	{ [ "$lockup" = 1 ] || [ "$timed_out" = 1 ]; } && [ "$output" = 0 ] && [ "$status" = 125 ] || break
+	{ [ "$lockup" = 1 ] || [ "$timed_out" = 1 ] || [ "$silent" = 1 ]; } && [ "$output" = 0 ] &&
+		[ "$status" = 125 ] || break
 	[ "$attempt" -lt 3 ] || break
 	echo "kvmhost: the KVM host locked up or timed out before the command printed anything (attempt $attempt); starting it again" >&2
 done
 if [ "$lockup" = 1 ]; then
 	echo "kvmhost: the KVM host locked up (soft lockups in its kernel log)" >&2
+fi
+if [ "$silent" = 1 ]; then
+	echo "kvmhost: the command printed nothing for $silence s: the KVM host was stopped" >&2
 fi
 if [ "$status" = 125 ]; then
 	echo "kvmhost: the KVM host ended without the command's exit status; its log:" >&2
