@@ -38,7 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BATCH 64
+#define BATCH	     64
+#define VNET_HDR_LEN 12 /* struct virtio_net_hdr_v1, as a VERSION_1 device has it */
 
 static int udp_socket(void)
 {
@@ -196,6 +197,19 @@ static bool parse_mac(const char *s, uint8_t *mac)
 	return true;
 }
 
+/* The MAC and IPv4 address a frame of `bytes` payload bytes is to go to or from, from the
+ * command line; false, said on stderr, when they are bad or the frame would pass the MTU. */
+static bool frame_args(const char *mac, const char *ip, size_t bytes, uint8_t *mac_out,
+		       struct in_addr *ip_out)
+{
+	if (bytes > ETH_DATA_LEN - sizeof(struct iphdr) - sizeof(struct udphdr) ||
+	    inet_pton(AF_INET, ip, ip_out) != 1 || !parse_mac(mac, mac_out)) {
+		fprintf(stderr, "net-peer: bad address %s, %s or size %zu\n", mac, ip, bytes);
+		return false;
+	}
+	return true;
+}
+
 /* The interface's IPv4 and MAC addresses. */
 static int if_addresses(int fd, const char *ifname, in_addr_t *ip, uint8_t *mac)
 {
@@ -231,11 +245,8 @@ static int flood_raw(const char *ifname, const char *mac, const char *ip, unsign
 		perror("net-peer: packet socket");
 		return 1;
 	}
-	if (bytes > ETH_DATA_LEN - 28 || inet_pton(AF_INET, ip, &dst) != 1 ||
-	    !parse_mac(mac, dmac)) {
-		fprintf(stderr, "net-peer: bad address %s, %s or size %zu\n", mac, ip, bytes);
+	if (!frame_args(mac, ip, bytes, dmac, &dst))
 		return 1;
-	}
 	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
 	if (ioctl(fd, SIOCGIFINDEX, &ifr) < 0) {
 		perror("net-peer: interface");
@@ -257,10 +268,10 @@ static int flood_raw(const char *ifname, const char *mac, const char *ip, unsign
 static int tap_write(const char *ifname, const char *mac, const char *ip, unsigned port,
 		     size_t bytes, double seconds)
 {
-	/* A virtio-net header of VERSION_1 (12 bytes, all zero: no offload), then the frame. */
-	static uint8_t buf[12 + ETH_FRAME_LEN];
+	/* A virtio-net header of VERSION_1 (all zero: no offload), then the frame. */
+	static uint8_t buf[VNET_HDR_LEN + ETH_FRAME_LEN];
 	struct ifreq ifr = {.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR};
-	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC), s = udp_socket(), hdr = 12;
+	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC), s = udp_socket(), hdr = VNET_HDR_LEN;
 	uint8_t smac[ETH_ALEN], dmac[ETH_ALEN];
 	unsigned long long sent = 0;
 	struct in_addr src;
@@ -268,15 +279,12 @@ static int tap_write(const char *ifname, const char *mac, const char *ip, unsign
 	size_t len;
 	double end;
 
-	if (fd < 0 || s < 0) {
+	if (fd < 0) {
 		perror("net-peer: /dev/net/tun");
 		return 1;
 	}
-	if (bytes > ETH_DATA_LEN - 28 || inet_pton(AF_INET, ip, &src) != 1 ||
-	    !parse_mac(mac, smac)) {
-		fprintf(stderr, "net-peer: bad address %s, %s or size %zu\n", mac, ip, bytes);
+	if (s < 0 || !frame_args(mac, ip, bytes, smac, &src))
 		return 1;
-	}
 	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
 	if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0) {
 		perror("net-peer: TUNSETIFF");
@@ -284,7 +292,8 @@ static int tap_write(const char *ifname, const char *mac, const char *ip, unsign
 	}
 	if (if_addresses(s, ifname, &dst, dmac))
 		return 1;
-	len = 12 + udp_frame(buf + 12, smac, src.s_addr, dmac, dst, port, bytes);
+	len =
+	    VNET_HDR_LEN + udp_frame(buf + VNET_HDR_LEN, smac, src.s_addr, dmac, dst, port, bytes);
 	for (end = now() + seconds; now() < end;) {
 		for (unsigned i = 0; i < BATCH; i++)
 			sent += write(fd, buf, len) == (ssize_t)len;
