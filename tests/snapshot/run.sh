@@ -25,13 +25,14 @@ err='isinstance(j, dict) and list(j) == ["error"]'
 pattern() { python3 -c 'import sys; s=(sys.argv[1]+"%05u"%int(sys.argv[2])).encode(); sys.stdout.buffer.write((s*64)[:512])' "$1" "$2"; }
 sector() { dd if="$1" bs=512 skip="$2" count=1 status=none; }
 
-# wait_exit PID SECONDS: its exit status; 124, and the VMM killed, when it outlives SECONDS.
-# Killed, so that a guest that hangs costs one check and not every later one that needs the
-# disk the VMM holds locked.
+# wait_exit PID SECONDS [BEFORE]: its exit status; 124, and the VMM killed, when it outlives
+# SECONDS (after running BEFORE, when given). Killed, so that a guest that hangs costs one check
+# and not every later one that needs the disk the VMM holds locked.
 wait_exit() {
 	local end=$((SECONDS + $2)) # wall-clock: a turn of the loop is slow in the KVM host
 	while kill -0 "$1" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.1; done
 	if kill -0 "$1" 2>/dev/null; then
+		[ -z "${3:-}" ] || "$3"
 		kill -KILL "$1"
 		wait "$1" 2>/dev/null
 		return 124
@@ -180,10 +181,7 @@ rss=$(awk '/^VmRSS:/ {print $2}' /proc/$rpid/status)
 	not_ok "restore 3: loaded lazily # VmRSS $rss KiB"
 printf 'D' >&3
 exec 3>&-
-end=$((SECONDS + 60))
-while kill -0 "$rpid" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.1; done
-kill -0 "$rpid" 2>/dev/null && hang_report
-wait_exit "$rpid" 1
+wait_exit "$rpid" 60 hang_report
 status=$?
 [ $status = 0 ] && grep -q "^# got byte 68" "$dir/restore3.log" && grep -q "^ok .* after: sector 3 reads back" "$dir/restore3.log" &&
 	[ "$(sector "$disk" 3)" = "$(pattern yun-restored- 68)" ] &&
