@@ -41,12 +41,6 @@ RR_N = int(os.environ.get("YUN_BENCH_NET_RR", "2000"))
 BURST = int(os.environ.get("YUN_BENCH_NET_BURST", "16000"))
 TXQUEUELEN = 1000  # a tap's own, but for rxb-64's burst
 DEBUG = bool(os.environ.get("YUN_BENCH_DEBUG"))
-
-
-def trace(*what):
-    """With YUN_BENCH_DEBUG set, each step of a round on stderr: where a stuck round is."""
-    if DEBUG:
-        print(f"# {time.monotonic():.3f}", *what, file=sys.stderr, flush=True)
 BUILD = os.environ.get("BUILD", "build")
 GUEST = f"{BUILD}/guest/test-guest.elf"
 PEER = f"{BUILD}/bench/net-peer"
@@ -83,6 +77,12 @@ VMMS = {"yun": yun, "qemu": qemu}
 # YUN_BENCH_BASE=PATH: another yun-vmm (an older build) run beside the two, for before/after.
 if os.environ.get("YUN_BENCH_BASE"):
     VMMS["base"] = lambda mode: [os.environ["YUN_BENCH_BASE"]] + yun(mode)[1:]
+
+
+def trace(*what):
+    """With YUN_BENCH_DEBUG set, each step of a round on stderr: where a stuck round is."""
+    if DEBUG:
+        print(f"# {time.monotonic():.3f}", *what, file=sys.stderr, flush=True)
 
 
 def sh(*argv):
